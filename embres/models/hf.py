@@ -1,0 +1,167 @@
+"""Hugging Face checkpoint → embres parameter tree, driven by each family's ``KEY_MAP``.
+
+The engine builds the target tree with ``jax.eval_shape`` (no memory spent), matches every
+checkpoint key against the family's table, checks every shape before reading any data, and
+raises one :class:`CheckpointMismatchError` listing every missing, unexpected and misshapen
+key. Safetensors files are opened memory-mapped and read one tensor at a time straight into
+the tree, so peak host memory is the model plus one tensor, never two copies of the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PICKLE = "pytorch_model.bin"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model; the message lists every offending key."""
+
+    def __init__(self, source: str, missing: list[str], unexpected: list[str], misshapen: list[str]):
+        self.missing, self.unexpected, self.misshapen = missing, unexpected, misshapen
+        lines = [f"checkpoint {source} does not fit the model:"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("misshapen", misshapen)):
+            if keys:
+                lines.append(f"  {len(keys)} {title} key(s):")
+                lines.extend(f"    {k}" for k in keys)
+        super().__init__("\n".join(lines))
+
+
+class PickleCheckpointError(RuntimeError):
+    """Only a pickle checkpoint exists and the caller did not opt in to loading it."""
+
+
+class _TensorSource:
+    """Uniform read access to safetensors (single or sharded) or an opted-in pickle."""
+
+    def __init__(self, directory: Path, allow_pickle: bool):
+        self.directory = directory
+        self._handles: dict[Path, Any] = {}
+        self._pickle: dict[str, Any] | None = None
+        index = directory / SAFETENSORS_INDEX
+        single = directory / SAFETENSORS
+        if single.exists():
+            self.key_to_file = {k: single for k in self._open(single).keys()}
+            self.description = str(single)
+        elif index.exists():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            self.key_to_file = {k: directory / f for k, f in weight_map.items()}
+            self.description = str(index)
+        elif (directory / PICKLE).exists():
+            path = directory / PICKLE
+            if not allow_pickle:
+                raise PickleCheckpointError(
+                    f"{directory} holds only {PICKLE}, a pickle file that can run code when "
+                    "loaded. Convert it to safetensors, or opt in explicitly with "
+                    "allow_pickle=True (embres then uses torch.load(..., weights_only=True))."
+                )
+            import torch  # Only on explicit opt-in; torch is not a runtime dependency.
+
+            self._pickle = torch.load(path, map_location="cpu", weights_only=True)
+            self.key_to_file = {k: path for k in self._pickle}
+            self.description = str(path)
+        else:
+            raise FileNotFoundError(
+                f"no weights in {directory}: expected {SAFETENSORS}, {SAFETENSORS_INDEX} "
+                f"or (with allow_pickle=True) {PICKLE}"
+            )
+
+    def _open(self, path: Path):
+        from safetensors import safe_open
+
+        if path not in self._handles:
+            # framework="flax" reads bfloat16 too (numpy cannot); the file stays mmapped.
+            self._handles[path] = safe_open(str(path), framework="flax")
+        return self._handles[path]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        if self._pickle is not None:
+            return tuple(self._pickle[key].shape)
+        return tuple(self._open(self.key_to_file[key]).get_slice(key).get_shape())
+
+    def read(self, key: str) -> jax.Array:
+        if self._pickle is not None:
+            tensor = self._pickle[key]
+            return jnp.asarray(tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy())
+        return self._open(self.key_to_file[key]).get_tensor(key)
+
+
+def _match(key: str, key_map: list[tuple[str, str, str | None]]) -> tuple[str, str | None] | None:
+    for pattern, template, transform in key_map:
+        m = re.fullmatch(pattern, key)
+        if m:
+            return template.format(*m.groups()), transform
+    return None
+
+
+def load_params(
+    directory: str | os.PathLike,
+    target_shapes: Any,
+    key_map: list[tuple[str, str, str | None]],
+    ignored_keys: list[str],
+    param_dtype: jnp.dtype = jnp.float32,
+    allow_pickle: bool = False,
+) -> dict[str, Any]:
+    """Reads a checkpoint directory into a parameter tree shaped like ``target_shapes``.
+
+    Args:
+      directory: a Hugging Face model directory.
+      target_shapes: the tree from ``jax.eval_shape(module.init, ...)["params"]``.
+      key_map: the family's table of (HF key regex, embres path template, transform).
+      ignored_keys: regexes of checkpoint keys the model does not use (heads, buffers).
+      param_dtype: dtype the parameters are stored in.
+      allow_pickle: load ``pytorch_model.bin`` (through ``torch.load(weights_only=True)``)
+        when no safetensors exist.
+
+    Raises:
+      CheckpointMismatchError: listing every missing, unexpected and misshapen key.
+      PickleCheckpointError: only a pickle checkpoint exists and ``allow_pickle`` is False.
+    """
+    source = _TensorSource(Path(directory), allow_pickle)
+    expected = {"/".join(k): v for k, v in traverse_util.flatten_dict(target_shapes).items()}
+    plan: dict[str, tuple[str, str | None]] = {}
+    unexpected, misshapen = [], []
+    for key in sorted(source.key_to_file):
+        hit = _match(key, key_map)
+        if hit is None or hit[0] not in expected:
+            if not any(re.fullmatch(p, key) for p in ignored_keys):
+                unexpected.append(key)
+            continue
+        path, transform = hit
+        shape = source.shape(key)
+        if transform == "T":
+            shape = shape[::-1]
+        if shape != tuple(expected[path].shape):
+            misshapen.append(f"{key}: checkpoint {shape} vs model {tuple(expected[path].shape)} ({path})")
+            continue
+        plan[path] = (key, transform)
+    missing = sorted(set(expected) - set(plan) - {m.split(" (")[-1][:-1] for m in misshapen})
+    if missing or unexpected or misshapen:
+        raise CheckpointMismatchError(source.description, missing, unexpected, misshapen)
+
+    flat = {}
+    for path, (key, transform) in plan.items():
+        tensor = source.read(key)
+        if transform == "T":
+            tensor = tensor.T
+        flat[tuple(path.split("/"))] = jnp.asarray(tensor, dtype=param_dtype)
+        del tensor  # one tensor in flight at a time
+    return traverse_util.unflatten_dict(flat)
+
+
+def iter_flat(params: Any) -> Iterator[tuple[str, np.ndarray]]:
+    """Yields ("a/b/c", array) for every leaf of a parameter tree."""
+    for k, v in traverse_util.flatten_dict(params).items():
+        yield "/".join(k), v

