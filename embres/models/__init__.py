@@ -57,6 +57,7 @@ class LoadedModel:
     pooling: str
     normalize: bool
     max_length: int
+    key_plan: dict[str, tuple[str, str | None]] = dataclasses.field(default_factory=dict)
 
     @property
     def num_layers(self) -> int:
@@ -72,6 +73,10 @@ class LoadedModel:
         for part in self.table_path:
             node = node[part]
         return node
+
+    def save(self, directory: str | os.PathLike, params: dict[str, Any] | None = None) -> Path:
+        """Writes (possibly modified) params as a Hugging Face directory; see ``hf.save_checkpoint``."""
+        return hf.save_checkpoint(self, self.params if params is None else params, directory)
 
     def apply(self, params: dict[str, Any], input_ids, attention_mask, **kwargs) -> dict[str, Any]:
         """Runs the module: ``module.apply({"params": params}, input_ids, attention_mask, ...)``."""
@@ -183,7 +188,7 @@ def load_model(
     )
     dummy = jnp.ones((1, 2), jnp.int32)
     shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), dummy, dummy))["params"]
-    params = hf.load_params(
+    params, key_plan = hf.load_params(
         path, shapes, family.KEY_MAP, family.IGNORED_KEYS, module.param_dtype, allow_pickle
     )
     pooling, normalize, st_max_len = _sentence_defaults(path, family)
@@ -204,4 +209,5 @@ def load_model(
         pooling=pooling,
         normalize=normalize,
         max_length=max_length,
+        key_plan=key_plan,
     )

@@ -113,7 +113,7 @@ def load_params(
     ignored_keys: list[str],
     param_dtype: jnp.dtype = jnp.float32,
     allow_pickle: bool = False,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, tuple[str, str | None]]]:
     """Reads a checkpoint directory into a parameter tree shaped like ``target_shapes``.
 
     Args:
@@ -124,6 +124,10 @@ def load_params(
       param_dtype: dtype the parameters are stored in.
       allow_pickle: load ``pytorch_model.bin`` (through ``torch.load(weights_only=True)``)
         when no safetensors exist.
+
+    Returns:
+      ``(params, plan)`` where ``plan`` maps each embres path to its (checkpoint key,
+      transform), which :func:`save_checkpoint` uses to write the same layout back.
 
     Raises:
       CheckpointMismatchError: listing every missing, unexpected and misshapen key.
@@ -158,7 +162,48 @@ def load_params(
             tensor = tensor.T
         flat[tuple(path.split("/"))] = jnp.asarray(tensor, dtype=param_dtype)
         del tensor  # one tensor in flight at a time
-    return traverse_util.unflatten_dict(flat)
+    return traverse_util.unflatten_dict(flat), plan
+
+
+# Files of a model directory that are weights (rewritten on export) or noise.
+_NOT_COPIED = {SAFETENSORS, SAFETENSORS_INDEX, PICKLE, ".gitattributes", "README.md"}
+
+
+def save_checkpoint(model: Any, params: dict[str, Any], directory: str | os.PathLike) -> Path:
+    """Writes ``params`` as a Hugging Face directory in the layout ``model`` was loaded from.
+
+    Tokenizer and sentence-transformers files (``modules.json``, ``1_Pooling/`` ...) are
+    copied, so the result loads in embres, ``transformers`` and ``sentence-transformers``.
+
+    Args:
+      model: the ``LoadedModel`` whose checkpoint layout (key plan) and files to reuse.
+      params: a parameter tree with the model's structure (e.g. with an adapted table).
+      directory: output directory (created).
+    """
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(params).items()}
+    tensors = {}
+    for path, (key, transform) in model.key_plan.items():
+        array = np.asarray(flat[path], dtype=np.float32)
+        tensors[key] = np.ascontiguousarray(array.T if transform == "T" else array)
+    save_file(tensors, str(out / SAFETENSORS), metadata={"format": "pt"})
+    for item in Path(model.path).iterdir():
+        if item.name in _NOT_COPIED or item.name.endswith((".safetensors", ".bin")):
+            continue
+        target = out / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    hf_config = json.loads((Path(model.path) / "config.json").read_text())
+    hf_config.update(model.config.to_hf_config())
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2))
+    return out
 
 
 def iter_flat(params: Any) -> Iterator[tuple[str, np.ndarray]]:

@@ -1,0 +1,96 @@
+"""Tokenisation with Hugging Face tokenizers, and length buckets for compiled forwards.
+
+Texts are tokenised once, sorted by length, cut into batches and padded to one of a few fixed
+lengths (and a few fixed row counts), so a jitted forward compiles once per bucket shape and
+never again, whatever texts come next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+LENGTH_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+
+def check_texts(texts: Sequence[Any]) -> list[str]:
+    """Returns ``texts`` as a list, raising ``TypeError`` naming the first non-string's index."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a sequence of strings, not a single string; wrap it: [text]")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.40}); expected str")
+    return texts
+
+
+def fallback_token_id(tokenizer: Any) -> int:
+    """The token an empty text becomes when the tokenizer adds no special tokens (GPT-2)."""
+    for attr in ("bos_token_id", "eos_token_id", "cls_token_id", "unk_token_id", "pad_token_id"):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[np.ndarray]:
+    """Token ids per text, with special tokens, truncated to ``max_length`` tokens.
+
+    An empty text is embedded, not dropped: it becomes the tokenizer's special tokens, or a
+    single BOS/EOS token for tokenizers that add none (GPT-2).
+    """
+    texts = check_texts(texts)
+    if not texts:
+        return []
+    ids = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)[
+        "input_ids"
+    ]
+    fallback = fallback_token_id(tokenizer)
+    return [np.asarray(row if len(row) else [fallback], dtype=np.int32) for row in ids]
+
+
+def bucket_lengths(max_length: int) -> tuple[int, ...]:
+    """The fixed padded lengths used for a model whose sequences hold ``max_length`` tokens."""
+    return tuple(b for b in LENGTH_BUCKETS if b < max_length) + (max_length,)
+
+
+def bucket_rows(batch_size: int) -> tuple[int, ...]:
+    """Row counts a batch is padded to: powers of two below ``batch_size``, and ``batch_size``."""
+    rows, r = [], 1
+    while r < batch_size:
+        rows.append(r)
+        r *= 2
+    return tuple(rows) + (batch_size,)
+
+
+def _round_up(value: int, choices: tuple[int, ...]) -> int:
+    for c in choices:
+        if c >= value:
+            return c
+    return choices[-1]
+
+
+def bucketed_batches(
+    token_ids: Sequence[np.ndarray], batch_size: int, max_length: int, pad_id: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yields ``(indices, input_ids, attention_mask)`` over length-sorted, bucket-padded batches.
+
+    ``indices`` says which input rows the batch holds, so callers can restore the original
+    order; padding rows (to reach a bucketed row count) are not in ``indices``.
+    """
+    lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
+    order = np.argsort(-lengths, kind="stable")
+    lengths_choices, rows_choices = bucket_lengths(max_length), bucket_rows(batch_size)
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        length = _round_up(int(lengths[indices[0]]), lengths_choices)
+        rows = _round_up(len(indices), rows_choices)
+        input_ids = np.full((rows, length), pad_id, dtype=np.int32)
+        mask = np.zeros((rows, length), dtype=np.int32)
+        for r, i in enumerate(indices):
+            n = len(token_ids[i])
+            input_ids[r, :n] = token_ids[i]
+            mask[r, :n] = 1
+        yield indices, input_ids, mask
