@@ -1,0 +1,112 @@
+"""Checkpoint loading: sources (single, sharded, pickle opt-in, bundled) and every error path."""
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from embres.models import UnknownModelError, load_model, resolve
+from embres.models.hf import CheckpointMismatchError, PickleCheckpointError
+from embres.testing import tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    return tiny_checkpoint("bert", tmp_path_factory.mktemp("bert") / "m")
+
+
+def _rewrite(path, edit):
+    tensors = load_file(str(path / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(path / "model.safetensors"))
+
+
+def _copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_sharded_checkpoint_loads_the_same_params(tmp_path, tiny_bert):
+    sharded = tiny_checkpoint("bert", tmp_path / "sharded", max_shard_size="20KB")
+    assert (sharded / "model.safetensors.index.json").exists()
+    a, b = load_model(tiny_bert).params, load_model(sharded).params
+    np.testing.assert_array_equal(
+        a["layer_1"]["intermediate"]["kernel"], b["layer_1"]["intermediate"]["kernel"]
+    )
+
+
+def test_one_error_lists_missing_unexpected_and_misshapen_keys(tmp_path, tiny_bert):
+    path = _copy(tiny_bert, tmp_path / "broken")
+
+    def edit(t):
+        del t["encoder.layer.0.attention.self.query.weight"]
+        t["encoder.layer.0.attention.self.rogue.weight"] = np.zeros((2, 2), np.float32)
+        t["encoder.layer.1.output.dense.bias"] = np.zeros((7,), np.float32)
+
+    _rewrite(path, edit)
+    with pytest.raises(CheckpointMismatchError) as info:
+        load_model(path)
+    err = info.value
+    assert err.missing == ["layer_0/attention/query/kernel"]
+    assert err.unexpected == ["encoder.layer.0.attention.self.rogue.weight"]
+    assert len(err.misshapen) == 1 and "encoder.layer.1.output.dense.bias" in err.misshapen[0]
+    assert "(7,)" in str(err) and "(32,)" in str(err)
+
+
+def test_ignored_heads_and_buffers_are_not_errors(tmp_path, tiny_bert):
+    path = _copy(tiny_bert, tmp_path / "heads")
+    _rewrite(path, lambda t: t.update({"cls.predictions.bias": np.zeros(3, np.float32)}))
+    load_model(path)
+
+
+def test_pickle_needs_explicit_opt_in(tmp_path, tiny_bert):
+    path = tiny_checkpoint("bert", tmp_path / "pickle", safe_serialization=False)
+    assert not (path / "model.safetensors").exists()
+    with pytest.raises(PickleCheckpointError, match="allow_pickle=True"):
+        load_model(path)
+    params = load_model(path, allow_pickle=True).params
+    reference = load_model(tiny_bert).params  # same seed, same weights
+    np.testing.assert_allclose(
+        params["word_embeddings"]["embedding"], reference["word_embeddings"]["embedding"]
+    )
+
+
+def test_unknown_name_lists_known_names_and_forms():
+    with pytest.raises(UnknownModelError) as info:
+        load_model("no-such-model-anywhere")
+    assert "all-MiniLM-L6-v2" in str(info.value) and "hub id" in str(info.value)
+
+
+def test_uncached_hub_id_is_not_downloaded_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UnknownModelError, match="HF_HUB_OFFLINE"):
+        resolve("nobody/not-cached-model")
+
+
+def test_hub_id_found_in_local_cache(tmp_path, monkeypatch, tiny_bert):
+    import shutil
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_bert, snapshot)
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert resolve("org/tiny") == snapshot
+
+
+def test_bundled_model_resolves_with_sentence_defaults():
+    model = load_model("all-MiniLM-L6-v2")
+    assert (model.pooling, model.normalize, model.max_length) == ("mean", True, 256)
+    assert model.embedding_table().shape == (30522, 384)
+
+
+def test_export_round_trip_reloads_identical_params(tmp_path, tiny_bert):
+    model = load_model(tiny_bert)
+    out = model.save(tmp_path / "export")
+    again = load_model(out)
+    np.testing.assert_array_equal(again.params["layer_0"]["output"]["kernel"],
+                                  model.params["layer_0"]["output"]["kernel"])
