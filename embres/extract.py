@@ -18,7 +18,6 @@ import os
 import struct
 import sys
 from collections.abc import Iterable, Sequence
-from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,9 @@ class EmbeddingExtractor:
         self.max_length = max_length or limit
         self.pad_id = int(self.model.config.pad_token_id)
         self.trace_count = 0  # how many times the forward was traced (one per bucket shape)
-        self._forward = jax.jit(self._forward_impl, static_argnames=("depth", "pooling", "normalize"))
+        self._forward = jax.jit(
+            self._forward_impl, static_argnames=("depth", "pooling", "normalize")
+        )
 
     @property
     def dim(self) -> int:
@@ -85,7 +86,9 @@ class EmbeddingExtractor:
         """Maps a layer index (negative counts from the end; 0 = input embeddings) to [0, L]."""
         n = self.num_layers
         if not isinstance(layer, (int, np.integer)) or not -(n + 1) <= layer <= n:
-            raise ValueError(f"layer={layer!r} is out of range; this model has layers -{n + 1}..{n}")
+            raise ValueError(
+                f"layer={layer!r} is out of range; this model has layers -{n + 1}..{n}"
+            )
         return int(layer) % (n + 1)
 
     def _forward_impl(self, params, input_ids, mask, depth, pooling, normalize):
@@ -135,7 +138,9 @@ class EmbeddingExtractor:
             mask_out = np.zeros((n, longest), np.int32)
         else:
             out = np.zeros((n, self.dim), np.float32)
-        batches = tokenize.bucketed_batches(token_ids, self.batch_size, self.max_length, self.pad_id)
+        batches = tokenize.bucketed_batches(
+            token_ids, self.batch_size, self.max_length, self.pad_id
+        )
         bar = _progress(progress, total=n, desc="embedding")
         pending = None  # dispatch batch i+1 before waiting on batch i
         for indices, input_ids, mask in batches:
@@ -217,7 +222,7 @@ class EmbeddingExtractor:
 
 def _npy_header(rows: int, dim: int, size: int = 128) -> bytes:
     """A fixed-size .npy v1 header, so the row count can be rewritten after streaming."""
-    body = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (rows, dim)
+    body = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
     body = body.ljust(size - 10 - 1) + "\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
 
@@ -236,5 +241,3 @@ def _progress(enabled: bool, total: int | None, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="text")
-
-

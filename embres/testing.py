@@ -46,7 +46,9 @@ def tiny_tokenizer(family: str):
             bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>", cls_token="<s>"
         )
     else:
-        names = dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+        names = dict(
+            bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"
+        )
     return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
 
 

@@ -84,16 +84,26 @@ def test_layers_and_poolings(tmp_path):
     assert tokens.shape[:2] == mask.shape and mask.sum(1).tolist() == [6, 4, 2]
     m = mask[..., None]
     np.testing.assert_allclose(
-        ex.extract_embeddings(texts, layer=1, pooling="mean"), (tokens * m).sum(1) / m.sum(1), atol=1e-5
+        ex.extract_embeddings(texts, layer=1, pooling="mean"),
+        (tokens * m).sum(1) / m.sum(1),
+        atol=1e-5,
     )
-    np.testing.assert_allclose(ex.extract_embeddings(texts, layer=1, pooling="cls"), tokens[:, 0], atol=1e-5)
+    np.testing.assert_allclose(
+        ex.extract_embeddings(texts, layer=1, pooling="cls"), tokens[:, 0], atol=1e-5
+    )
     last = tokens[np.arange(3), mask.sum(1) - 1]
-    np.testing.assert_allclose(ex.extract_embeddings(texts, layer=1, pooling="last"), last, atol=1e-5)
+    np.testing.assert_allclose(
+        ex.extract_embeddings(texts, layer=1, pooling="last"), last, atol=1e-5
+    )
     maxed = np.where(m > 0, tokens, -np.inf).max(1)
-    np.testing.assert_allclose(ex.extract_embeddings(texts, layer=1, pooling="max"), maxed, atol=1e-5)
+    np.testing.assert_allclose(
+        ex.extract_embeddings(texts, layer=1, pooling="max"), maxed, atol=1e-5
+    )
     normed = ex.extract_embeddings(texts, layer=-2, normalize=True)
     np.testing.assert_allclose(np.linalg.norm(normed, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(normed, ex.extract_embeddings(texts, layer=1, normalize=True), atol=1e-6)
+    np.testing.assert_allclose(
+        normed, ex.extract_embeddings(texts, layer=1, normalize=True), atol=1e-6
+    )
     layer0 = ex.extract_embeddings(["a"], layer=0, pooling="none")[0][0]
     assert layer0.shape == (3, 32)
     with pytest.raises(ValueError, match="layer=3 is out of range.*-3..2"):

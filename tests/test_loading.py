@@ -108,5 +108,6 @@ def test_export_round_trip_reloads_identical_params(tmp_path, tiny_bert):
     model = load_model(tiny_bert)
     out = model.save(tmp_path / "export")
     again = load_model(out)
-    np.testing.assert_array_equal(again.params["layer_0"]["output"]["kernel"],
-                                  model.params["layer_0"]["output"]["kernel"])
+    np.testing.assert_array_equal(
+        again.params["layer_0"]["output"]["kernel"], model.params["layer_0"]["output"]["kernel"]
+    )

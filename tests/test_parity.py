@@ -30,14 +30,15 @@ def _random_batch(rng, vocab_size, batch, length, pad_id, side, low=3):
 def _compare(ours, theirs, mask):
     assert len(ours) == len(theirs)
     real = mask.astype(bool)
-    for layer, (a, b) in enumerate(zip(ours, theirs)):
+    for layer, (a, b) in enumerate(zip(ours, theirs, strict=True)):
         a, b = np.asarray(a)[real], b.numpy()[real]
         err = np.abs(a - b).max()
         assert err < TOL, f"layer {layer}: max |diff| {err:.2e} >= {TOL}"
 
 
 @pytest.mark.parametrize(
-    "family,side", [("bert", "right"), ("xlmr", "right"), ("xlmr", "left"), ("gpt2", "right"), ("gpt2", "left")]
+    "family,side",
+    [("bert", "right"), ("xlmr", "right"), ("xlmr", "left"), ("gpt2", "right"), ("gpt2", "left")],
 )
 def test_tiny_random_models_match_reference_on_every_layer(tmp_path, family, side):
     path = tiny_checkpoint(family, tmp_path / family, seed=hash(side) % 100)
@@ -53,8 +54,10 @@ def test_tiny_random_models_match_reference_on_every_layer(tmp_path, family, sid
         kwargs["position_ids"] = torch.tensor(np.maximum(np.cumsum(mask, -1) - 1, 0))
     with torch.no_grad():
         theirs = reference(
-            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-            output_hidden_states=True, **kwargs,
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            output_hidden_states=True,
+            **kwargs,
         ).hidden_states
     assert len(ours) == model.config.num_layers + 1
     _compare(ours, theirs, mask)
@@ -69,7 +72,9 @@ def test_bundled_minilm_matches_reference_on_every_layer():
     ours = model.apply(model.params, ids, mask, output_hidden_states=True)["hidden_states"]
     with torch.no_grad():
         theirs = reference(
-            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), output_hidden_states=True
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            output_hidden_states=True,
         ).hidden_states
     _compare(ours, theirs, mask)
 

@@ -63,7 +63,9 @@ class Config:
         """The inverse of :meth:`from_hf_config`, for export."""
         return {
             "model_type": self.model_type,
-            "architectures": ["XLMRobertaModel" if self.position_style == "roberta" else "BertModel"],
+            "architectures": [
+                "XLMRobertaModel" if self.position_style == "roberta" else "BertModel"
+            ],
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "num_hidden_layers": self.num_layers,
@@ -107,7 +109,9 @@ class EncoderLayer(nn.Module):
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         attn = layers.SelfAttention(cfg.num_heads, cfg.hidden_size, name="attention", **kw)
-        attn_out = nn.Dense(cfg.hidden_size, name="attention_output", **kw)(attn(hidden_states, bias))
+        attn_out = nn.Dense(cfg.hidden_size, name="attention_output", **kw)(
+            attn(hidden_states, bias)
+        )
         hidden_states = nn.LayerNorm(cfg.layer_norm_eps, name="attention_norm", **kw)(
             attn_out + hidden_states
         )
@@ -185,7 +189,11 @@ KEY_MAP: list[tuple[str, str, str | None]] = [
     (_L + r"attention\.self\.(query|key|value)\.bias", "layer_{0}/attention/{1}/bias", None),
     (_L + r"attention\.output\.dense\.weight", "layer_{0}/attention_output/kernel", "T"),
     (_L + r"attention\.output\.dense\.bias", "layer_{0}/attention_output/bias", None),
-    (_L + r"attention\.output\.LayerNorm\.(?:weight|gamma)", "layer_{0}/attention_norm/scale", None),
+    (
+        _L + r"attention\.output\.LayerNorm\.(?:weight|gamma)",
+        "layer_{0}/attention_norm/scale",
+        None,
+    ),
     (_L + r"attention\.output\.LayerNorm\.(?:bias|beta)", "layer_{0}/attention_norm/bias", None),
     (_L + r"intermediate\.dense\.weight", "layer_{0}/intermediate/kernel", "T"),
     (_L + r"intermediate\.dense\.bias", "layer_{0}/intermediate/bias", None),

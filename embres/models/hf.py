@@ -29,10 +29,16 @@ PICKLE = "pytorch_model.bin"
 class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model; the message lists every offending key."""
 
-    def __init__(self, source: str, missing: list[str], unexpected: list[str], misshapen: list[str]):
+    def __init__(
+        self, source: str, missing: list[str], unexpected: list[str], misshapen: list[str]
+    ):
         self.missing, self.unexpected, self.misshapen = missing, unexpected, misshapen
         lines = [f"checkpoint {source} does not fit the model:"]
-        for title, keys in (("missing", missing), ("unexpected", unexpected), ("misshapen", misshapen)):
+        for title, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("misshapen", misshapen),
+        ):
             if keys:
                 lines.append(f"  {len(keys)} {title} key(s):")
                 lines.extend(f"    {k}" for k in keys)
@@ -94,7 +100,9 @@ class _TensorSource:
     def read(self, key: str) -> jax.Array:
         if self._pickle is not None:
             tensor = self._pickle[key]
-            return jnp.asarray(tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy())
+            return jnp.asarray(
+                tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
+            )
         return self._open(self.key_to_file[key]).get_tensor(key)
 
 
@@ -148,7 +156,9 @@ def load_params(
         if transform == "T":
             shape = shape[::-1]
         if shape != tuple(expected[path].shape):
-            misshapen.append(f"{key}: checkpoint {shape} vs model {tuple(expected[path].shape)} ({path})")
+            misshapen.append(
+                f"{key}: checkpoint {shape} vs model {tuple(expected[path].shape)} ({path})"
+            )
             continue
         plan[path] = (key, transform)
     missing = sorted(set(expected) - set(plan) - {m.split(" (")[-1][:-1] for m in misshapen})

@@ -42,7 +42,9 @@ def resolve_dtype(dtype: str | jnp.dtype | None) -> jnp.dtype:
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
     """Looks up a Hugging Face activation name (``hidden_act``/``activation_function``)."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"activation {name!r} is not supported; expected one of {sorted(ACTIVATIONS)}")
+        raise ValueError(
+            f"activation {name!r} is not supported; expected one of {sorted(ACTIVATIONS)}"
+        )
     return ACTIVATIONS[name]
 
 
