@@ -50,14 +50,14 @@ def timed(fn, repeats: int) -> float:
     return best
 
 
-def bench_sentences(texts, batch_size, repeats, dtype, device):
+def bench_sentences(model, texts, batch_size, repeats, dtype, device):
     """End-to-end sentences/s (tokenise + forward + pool + normalise) for both libraries."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     from embres import EmbeddingExtractor
 
-    ex = EmbeddingExtractor("all-MiniLM-L6-v2", dtype=dtype, batch_size=batch_size)
+    ex = EmbeddingExtractor(model, dtype=dtype, batch_size=batch_size)
     st = SentenceTransformer(str(ex.model.path), device=device)
     if dtype == "bfloat16":
         st = st.to(torch.bfloat16)
@@ -82,7 +82,7 @@ def bench_sentences(texts, batch_size, repeats, dtype, device):
     }
 
 
-def bench_bert_base_gpu(batch: int = 256, length: int = 128, steps: int = 20) -> dict:
+def bench_bert_base(batch: int = 256, length: int = 128, steps: int = 20) -> dict:
     """BERT-base shapes, bf16, seq 128: tokens/s and MFU vs a bf16 matmul measured here."""
     import jax
     import jax.numpy as jnp
@@ -108,7 +108,8 @@ def bench_bert_base_gpu(batch: int = 256, length: int = 128, steps: int = 20) ->
     achieved = flops_per_token * batch * length / seconds
 
     n = 8192
-    a = jnp.ones((n, n), jnp.bfloat16)
+    # Random data: an all-ones or zeros matmul runs faster than real work and flatters MFU.
+    a = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.bfloat16)
     mm = jax.jit(lambda x: x @ x)
     mm(a).block_until_ready()
     start = time.perf_counter()
@@ -131,10 +132,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--model", default="all-MiniLM-L6-v2", help="name or HF directory")
     parser.add_argument("--sentences", type=int, default=5000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gpu", action="store_true", help="also run the BERT-base bf16 MFU bench")
+    parser.add_argument("--bert-batch", type=int, default=256, help="rows in the MFU bench")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
 
@@ -143,10 +146,11 @@ def main() -> None:
     device = "cuda" if args.gpu else "cpu"
     texts = sts_sentences(args.sentences)
     results = {"jax_device": str(jax.devices()[0]), "cpu_count": os.cpu_count()}
-    rows = [bench_sentences(texts, args.batch_size, args.repeats, "float32", device)]
+    rows = [bench_sentences(args.model, texts, args.batch_size, args.repeats, "float32", device)]
     if args.gpu:
-        rows.append(bench_sentences(texts, 256, args.repeats, "bfloat16", device))
-        results["bert_base_bf16"] = bench_bert_base_gpu()
+        rows.append(bench_sentences(args.model, texts, 256, args.repeats, "float32", device))
+        rows.append(bench_sentences(args.model, texts, 256, args.repeats, "bfloat16", device))
+        results["bert_base_bf16"] = bench_bert_base(batch=args.bert_batch)
     results["sentences"] = rows
 
     print(f"device: {results['jax_device']} ({results['cpu_count']} CPUs)")
