@@ -1,0 +1,53 @@
+"""Adapters: pure functions that stand in for, or map, a model's static input table.
+
+The contract every adapter module offers (no hidden state, no globals):
+
+* ``check_config(cfg, table_shape) -> None``: raises ``ValueError`` naming the key and the
+  allowed values, before anything is compiled.
+* ``init(rng, table, cfg, weights=None) -> params``: a pytree of trainable arrays; ``weights``
+  ([vocab] token frequencies) lets an initialisation favour the rows that matter.
+* ``apply(params, table, ids, mask) -> vectors``: token vectors [batch, length, output_dim]
+  for ids [batch, length]; ``table`` is the frozen source table (an adapter may ignore it).
+* ``materialize(params, table) -> new_table``: the plain [vocab, output_dim] table the
+  adapter amounts to, so export and static inference need no JAX (``None`` for an adapter
+  that is not static, e.g. a contextual one).
+* ``output_dim(cfg, table_shape) -> int`` and ``table_bytes(params, table_shape) -> int``:
+  the width of the vectors and the bytes the adapter needs in place of the table.
+
+``cfg`` is the ``config.adapter`` section (a ``ConfigDict``, or anything with attributes).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from embres.adapters import lowrank, projection
+
+ADAPTERS: dict[str, ModuleType] = {"lowrank": lowrank, "projection": projection}
+
+
+def get(name: str) -> ModuleType:
+    """Returns the adapter module registered as ``name``.
+
+    Raises:
+      ValueError: naming ``config.adapter.type`` and the registered adapters.
+    """
+    if name not in ADAPTERS:
+        raise ValueError(
+            f"config.adapter.type={name!r} is not a known adapter; expected one of {sorted(ADAPTERS)}"
+        )
+    return ADAPTERS[name]
+
+
+def param_count(params) -> int:
+    """Number of scalars in a parameter tree."""
+    import jax
+
+    return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def param_bytes(params) -> int:
+    """Bytes held by a parameter tree."""
+    import jax
+
+    return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params)))

@@ -1,0 +1,71 @@
+"""Projection: table rows mapped to ``target_dim`` by a learned affine map ``x W + b``.
+
+``init="pca"`` starts ``W`` from the top principal directions of the (optionally
+frequency-weighted) table rows and ``b`` from the centring, so the initial output is the
+PCA of the table; ``init="random"`` starts from a scaled Gaussian.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+INITS = ("pca", "random")
+
+
+def check_config(cfg: Any, table_shape: tuple[int, int]) -> None:
+    """Checks ``target_dim`` and ``init``; raises ``ValueError`` naming the key."""
+    _, dim = table_shape
+    target = getattr(cfg, "target_dim", None)
+    if not isinstance(target, int) or target <= 0:
+        raise ValueError(
+            f"config.adapter.target_dim={target!r}; expected a positive integer "
+            f"(the table's width is {dim})"
+        )
+    init = getattr(cfg, "init", "pca")
+    if init not in INITS:
+        raise ValueError(f"config.adapter.init={init!r}; expected one of {INITS}")
+    if init == "pca" and target > dim:
+        raise ValueError(
+            f"config.adapter.target_dim={target} exceeds the table width {dim}; PCA init "
+            f"needs target_dim <= {dim} (or set config.adapter.init='random')"
+        )
+
+
+def output_dim(cfg: Any, table_shape: tuple[int, int]) -> int:
+    """Width of the vectors ``apply`` returns."""
+    return cfg.target_dim
+
+
+def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
+    """``{"kernel": [d, target_dim], "bias": [target_dim]}`` from PCA of the rows or random."""
+    table = jnp.asarray(table, jnp.float32)
+    dim, target = table.shape[1], cfg.target_dim
+    if getattr(cfg, "init", "pca") == "pca":
+        w = jnp.ones((table.shape[0],)) if weights is None else jnp.asarray(weights, jnp.float32)
+        w = w / jnp.sum(w)
+        mean = w @ table
+        centred = (table - mean) * jnp.sqrt(w)[:, None]
+        _, _, vt = jnp.linalg.svd(centred, full_matrices=False)
+        kernel = vt[:target].T
+        return {"kernel": kernel, "bias": -mean @ kernel}
+    kernel = jax.random.normal(rng, (dim, target)) / jnp.sqrt(dim)
+    return {"kernel": kernel, "bias": jnp.zeros((target,))}
+
+
+def apply(params: dict, table: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
+    """Token vectors [batch, length, target_dim]: ``table[ids] · W + b``."""
+    del mask
+    return jnp.take(table, ids, axis=0) @ params["kernel"] + params["bias"]
+
+
+def materialize(params: dict, table: jax.Array) -> jax.Array:
+    """The plain [vocab, target_dim] table ``table · W + b``."""
+    return table @ params["kernel"] + params["bias"]
+
+
+def table_bytes(params: dict, table_shape: tuple[int, int]) -> int:
+    """Bytes of the materialised table (float32): the projection itself is folded in."""
+    return int(table_shape[0] * params["kernel"].shape[1] * 4)

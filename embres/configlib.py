@@ -1,0 +1,188 @@
+"""Config helpers: ``parse_arg`` for ``configs/x.py:key=val,runlocal``, shared fragments,
+and ``check`` (every bad value caught before anything is compiled)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+PARALLEL_MODES = ("jit", "pmap")
+OBJECTIVES = ("compressed_teacher", "static")
+
+
+def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
+    """Parses ``"runlocal,rank=32"`` into a ConfigDict typed by ``defaults``.
+
+    A bare name sets a boolean to True; ``key=value`` is cast to the default's type.
+
+    Raises:
+      ValueError: for a key not in ``defaults``, naming the accepted keys.
+    """
+    result = ml_collections.ConfigDict(dict(defaults))
+    for part in filter(None, (p.strip() for p in (arg or "").split(","))):
+        key, _, raw = part.partition("=")
+        if key not in defaults:
+            raise ValueError(f"config argument {key!r} is unknown; accepted: {sorted(defaults)}")
+        default = defaults[key]
+        if not raw:
+            value = True
+        elif isinstance(default, bool):
+            value = raw.lower() in ("1", "true", "yes", "on")
+        elif default is None:
+            value = raw
+        else:
+            value = type(default)(raw)
+        result[key] = value
+    return result
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Fields every training config shares; configs override what they need."""
+    c = ml_collections.ConfigDict()
+    c.model = "all-MiniLM-L6-v2"
+    c.dtype = "float32"
+    c.seed = 0
+    c.batch_size = 32
+    c.total_steps = 200
+    c.log_every_steps = 10
+    c.parallel = "jit"
+    c.mesh = ml_collections.ConfigDict({"data": -1})
+    # (regex over "params/..." paths, partition spec) pairs; unmatched leaves are replicated.
+    c.sharding_rules = ()
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 20
+    c.optimizer.end_learning_rate_ratio = 0.01
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.clip_norm = 1.0
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.999
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "vocab"  # or "text:PATH"
+    c.data.max_length = 32
+    c.data.min_length = 4
+    c.data.heldout = 256  # text: first lines kept out of training, for fidelity checks
+    c.data.count_lines = 100_000  # text: lines counted for token frequencies
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_steps = 50
+    c.checkpoint.keep = 3
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.sts = True  # STS-B dev when EMBRES_DATA_DIR holds stsb/
+    c.eval.heldout_texts = 256
+    c.eval.batch_size = 64
+    c.export = True
+    return c
+
+
+def parse_layers(spec: str, num_layers: int) -> tuple[int, ...]:
+    """``"all"``, ``"last"`` or ``"0,3,-1"`` -> hidden-state indices in ``[0, num_layers]``.
+
+    Raises:
+      ValueError: naming ``config.objective.layers`` and the allowed range.
+    """
+    allowed = f"'all', 'last' or comma-separated ints in -{num_layers + 1}..{num_layers}"
+    if spec == "all":
+        return tuple(range(num_layers + 1))
+    if spec == "last":
+        return (num_layers,)
+    out = []
+    for part in str(spec).split(","):
+        try:
+            k = int(part)
+        except ValueError:
+            raise ValueError(f"config.objective.layers={spec!r}; expected {allowed}") from None
+        if not -(num_layers + 1) <= k <= num_layers:
+            raise ValueError(
+                f"config.objective.layers={spec!r}: layer {k} is out of range for this "
+                f"{num_layers}-layer model; expected {allowed}"
+            )
+        out.append(k % (num_layers + 1))
+    return tuple(out)
+
+
+def check_static(config: ml_collections.ConfigDict) -> None:
+    """Checks that need no model: names, modes, positive sizes, the data file.
+
+    Raises:
+      ValueError / FileNotFoundError: naming the key and the allowed values.
+    """
+    from embres import adapters, data
+
+    adapters.get(config.adapter.type)
+    data.check_spec(config.data.source)
+    if config.parallel not in PARALLEL_MODES:
+        raise ValueError(f"config.parallel={config.parallel!r}; expected one of {PARALLEL_MODES}")
+    if config.objective.kind not in OBJECTIVES:
+        raise ValueError(
+            f"config.objective.kind={config.objective.kind!r}; expected one of {OBJECTIVES}"
+        )
+    for key in (
+        "batch_size",
+        "total_steps",
+        "log_every_steps",
+        "checkpoint.every_steps",
+        "checkpoint.keep",
+        "data.max_length",
+    ):
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"config.{key}={value!r}; expected a positive integer")
+    if not config.optimizer.learning_rate > 0:
+        raise ValueError(
+            f"config.optimizer.learning_rate={config.optimizer.learning_rate!r}; expected > 0"
+        )
+    if not 0 <= config.optimizer.warmup_steps < config.total_steps:
+        raise ValueError(
+            f"config.optimizer.warmup_steps={config.optimizer.warmup_steps}; expected "
+            f"0 <= warmup_steps < config.total_steps={config.total_steps}"
+        )
+
+
+def check_with_model(config: ml_collections.ConfigDict, model: Any, num_devices: int) -> tuple:
+    """Checks against the loaded teacher; returns the hidden-state layers to distil.
+
+    Raises:
+      ValueError: naming the key and the allowed values.
+    """
+    from embres import adapters
+
+    cfg = model.config
+    table_shape = (cfg.vocab_size, cfg.hidden_size)
+    adapter = adapters.get(config.adapter.type)
+    adapter.check_config(config.adapter, table_shape)
+    layers = parse_layers(config.objective.layers, cfg.num_layers)
+    out_dim = adapter.output_dim(config.adapter, table_shape)
+    if config.objective.kind == "compressed_teacher" and out_dim != cfg.hidden_size:
+        raise ValueError(
+            f"config.adapter produces {out_dim}-d vectors but objective 'compressed_teacher' "
+            f"feeds them to the teacher, whose width is {cfg.hidden_size}; leave "
+            "config.adapter.target_dim unset or use config.objective.kind='static'"
+        )
+    if config.data.max_length > model.max_length:
+        raise ValueError(
+            f"config.data.max_length={config.data.max_length}; expected <= {model.max_length} "
+            "(the model's limit)"
+        )
+    if config.batch_size % num_devices:
+        raise ValueError(
+            f"config.batch_size={config.batch_size} must be a multiple of the {num_devices} devices"
+        )
+    return layers
+
+
+def section(**fields: Any) -> ml_collections.ConfigDict:
+    """An empty (or pre-filled) config section."""
+    return ml_collections.ConfigDict(fields)
+
+
+def placeholder(kind: type) -> Any:
+    """An unset field that a command-line override may fill with a ``kind`` value."""
+    return config_dict.placeholder(kind)

@@ -1,0 +1,116 @@
+"""Training logs: process-0 JSONL and TensorBoard events, progress with ETA, a NaN guard."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+
+JSONL = "metrics.jsonl"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the message names the step."""
+
+
+def check_finite(step: int, metrics: dict[str, float], last_good: int | None) -> None:
+    """Raises ``NonFiniteLossError`` if any metric is NaN or inf, naming the step.
+
+    Args:
+      step: the step that produced ``metrics``.
+      metrics: host floats.
+      last_good: the newest checkpoint step, for the message.
+    """
+    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        kept = (
+            f"the last good checkpoint (step {last_good}) is kept"
+            if last_good
+            else ("no checkpoint was written yet")
+        )
+        raise NonFiniteLossError(
+            f"non-finite metrics at step {step}: {bad}; stopping. {kept}. "
+            "Lower config.optimizer.learning_rate or check the data."
+        )
+
+
+class MetricWriter:
+    """Writes one JSON line per logged step and TensorBoard scalars (process 0 only).
+
+    Args:
+      workdir: where ``metrics.jsonl`` and the ``tensorboard/`` events go.
+      total_steps: for the progress bar and ETA.
+      start_step: the step training starts from; JSONL lines past it (from a killed run)
+        are dropped, so a resumed log reads as one run.
+      progress: show a tqdm bar when stderr is a terminal (else a line per log).
+    """
+
+    def __init__(self, workdir: str | Path, total_steps: int, start_step: int = 0, progress=True):
+        self.enabled = jax.process_index() == 0
+        self.workdir = Path(workdir)
+        self.total_steps, self.start_step = total_steps, start_step
+        self._tb = self._bar = None
+        self._t0, self._step0 = time.time(), start_step
+        if not self.enabled:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.path = self.workdir / JSONL
+        if self.path.exists():
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        from tensorboardX import SummaryWriter
+
+        self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+        if progress and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step")
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        """Logs ``metrics`` (host scalars) for ``step``."""
+        if not self.enabled:
+            return
+        row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in metrics.items():
+            self._tb.add_scalar(f"train/{k}", float(v), int(step))
+        self._tb.flush()
+        if self._bar is None:
+            done = step - self._step0
+            eta = (time.time() - self._t0) / max(done, 1) * (self.total_steps - step)
+            text = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step")
+            print(f"step {step}/{self.total_steps} {text} eta {eta:.0f}s", flush=True)
+
+    def advance(self, step: int, loss: float | None = None) -> None:
+        """Moves the progress bar to ``step``."""
+        if self._bar is not None:
+            self._bar.update(step - self._bar.n)
+            if loss is not None:
+                self._bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+
+    def write_summary(self, name: str, values: dict[str, float], step: int) -> None:
+        """End-of-run numbers: a JSON line tagged ``name`` and TensorBoard scalars."""
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": int(step), "summary": name, **values}) + "\n")
+        for k, v in values.items():
+            self._tb.add_scalar(f"{name}/{k}", float(v), int(step))
+        self._tb.flush()
+
+    def close(self) -> None:
+        """Flushes and closes the writers."""
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()

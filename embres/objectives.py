@@ -1,0 +1,73 @@
+"""Losses, each a pure function of arrays; per-example values are averaged over the batch.
+
+Every loss is a mean over examples of a per-example value (itself a mean over that
+example's real tokens), so the mean of per-device means equals the global mean: the jit
+path (global batch) and the pmap path (``lax.pmean`` of shard means) agree exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+OBJECTIVES = ("compressed_teacher", "static")
+
+
+def _normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def cosine_distance(student: jax.Array, teacher: jax.Array) -> jax.Array:
+    """``1 - cos`` per row: [batch, d] pairs -> [batch]."""
+    return 1.0 - jnp.sum(_normalize(student) * _normalize(teacher), axis=-1)
+
+
+def mse(student: jax.Array, teacher: jax.Array) -> jax.Array:
+    """Mean squared error over the last axis: [..., d] -> [...]."""
+    return jnp.mean(jnp.square(student - teacher), axis=-1)
+
+
+def masked_token_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of [batch, length] values over each row's real tokens -> [batch]."""
+    mask = mask.astype(values.dtype)
+    return jnp.sum(values * mask, axis=-1) / jnp.maximum(jnp.sum(mask, axis=-1), 1.0)
+
+
+def hidden_states_loss(
+    student_states: Sequence[jax.Array],
+    teacher_states: Sequence[jax.Array],
+    mask: jax.Array,
+    layers: Sequence[int],
+    cosine_weight: float = 1.0,
+    mse_weight: float = 1.0,
+) -> jax.Array:
+    """Per-example token-level distillation of the chosen layers -> [batch].
+
+    Each layer contributes ``cosine_weight · (1 - cos) + mse_weight · mse`` per real token,
+    averaged over tokens and layers.
+    """
+    total = 0.0
+    for k in layers:
+        s, t = student_states[k].astype(jnp.float32), teacher_states[k].astype(jnp.float32)
+        per_token = cosine_weight * (1.0 - jnp.sum(_normalize(s) * _normalize(t), -1))
+        per_token = per_token + mse_weight * mse(s, t)
+        total = total + masked_token_mean(per_token, mask)
+    return total / max(len(layers), 1)
+
+
+def similarity_loss(student: jax.Array, teacher: jax.Array) -> jax.Array:
+    """Per-example MSE between in-batch cosine-similarity rows -> [batch].
+
+    Width-agnostic, so a student narrower than its teacher can match its geometry.
+    """
+    s, t = _normalize(student), _normalize(teacher)
+    return jnp.mean(jnp.square(s @ s.T - t @ t.T), axis=-1)
+
+
+def pooled_loss(
+    student: jax.Array, teacher: jax.Array, cosine_weight: float = 1.0, mse_weight: float = 0.0
+) -> jax.Array:
+    """Per-example sentence-vector distillation -> [batch]."""
+    return cosine_weight * cosine_distance(student, teacher) + mse_weight * mse(student, teacher)

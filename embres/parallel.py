@@ -1,0 +1,162 @@
+"""Devices and layouts: a mesh from the config, batch and parameter shardings, the pmap path.
+
+The default path jits the one pure step over a ``Mesh`` with the batch sharded on the
+``data`` axis and parameters placed by regex rules (replicated unless a rule says
+otherwise). ``config.parallel="pmap"`` runs the *same* step under ``jax.pmap`` with its
+``axis_name`` set, so the step averages gradients and metrics with ``lax.pmean``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+PARALLEL_MODES = ("jit", "pmap")
+_AXIS_ORDER = ("data", "model")
+
+
+def mesh_axes(mesh_cfg: Mapping[str, int]) -> list[tuple[str, int]]:
+    """(name, size) pairs, ``data`` first, then ``model``, then any others by name."""
+    names = sorted(mesh_cfg, key=lambda n: (_AXIS_ORDER.index(n) if n in _AXIS_ORDER else 9, n))
+    return [(n, int(mesh_cfg[n])) for n in names]
+
+
+def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[Any] | None = None) -> Mesh:
+    """A mesh over ``devices`` (default: all) with axes sized by ``mesh_cfg``; -1 takes the rest.
+
+    Raises:
+      ValueError: when the sizes do not multiply to the device count, naming both.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    axes = mesh_axes(mesh_cfg)
+    if DATA_AXIS not in dict(axes):
+        raise ValueError(f"config.mesh={dict(mesh_cfg)} has no {DATA_AXIS!r} axis; add data=-1")
+    fixed = int(np.prod([s for _, s in axes if s != -1]))
+    free = [n for n, s in axes if s == -1]
+    if len(free) > 1 or any(s == 0 or s < -1 for _, s in axes):
+        raise ValueError(f"config.mesh={dict(mesh_cfg)}: sizes must be positive, at most one -1")
+    sizes = [len(devices) // fixed if s == -1 else s for _, s in axes]
+    if int(np.prod(sizes)) != len(devices):
+        raise ValueError(
+            f"config.mesh={dict(mesh_cfg)} needs {int(np.prod(sizes))} devices; "
+            f"{len(devices)} are available"
+        )
+    grid = np.asarray(devices, dtype=object).reshape(sizes)
+    return Mesh(grid, tuple(n for n, _ in axes))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over ``data``, the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def tree_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Sequence]] = ()) -> Any:
+    """Shardings for every leaf of ``tree``: the first regex in ``rules`` matching its path.
+
+    Args:
+      tree: a pytree of arrays or ``ShapeDtypeStruct`` (paths join dict keys with ``/``).
+      mesh: the mesh the specs refer to.
+      rules: ``(regex, spec)`` pairs, e.g. ``("params/A$", ("model", None))``; unmatched
+        leaves are replicated.
+    """
+    compiled = [(re.compile(p), PartitionSpec(*spec)) for p, spec in rules]
+
+    def pick(path, _):
+        name = "/".join(_key_name(k) for k in path)
+        for pattern, spec in compiled:
+            if pattern.search(name):
+                return NamedSharding(mesh, spec)
+        return NamedSharding(mesh, PartitionSpec())
+
+    return jax.tree_util.tree_map_with_path(pick, tree)
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def put_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """Host-local numpy rows -> global arrays sharded over ``data`` (multi-host safe)."""
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def jit_step(
+    step: Callable,
+    state_shardings: Any,
+    batch_shard: NamedSharding,
+    frozen_shardings: Any,
+    donate: bool = True,
+) -> Callable:
+    """``jax.jit(step)`` with explicit layouts; the state argument is donated by default."""
+    return jax.jit(
+        step,
+        in_shardings=(state_shardings, batch_shard, frozen_shardings),
+        out_shardings=(state_shardings, replicated(batch_shard.mesh)),
+        donate_argnums=(0,) if donate else (),
+    )
+
+
+def pmap_step(step: Callable, donate: bool = True) -> Callable:
+    """The same step under ``jax.pmap`` over local devices; ``step`` must take ``axis_name``.
+
+    Inputs: the state and frozen tree replicated (``replicate``), the batch split
+    (``split_batch``). Outputs keep the leading device axis (``unreplicate`` drops it).
+    """
+    import functools
+
+    return jax.pmap(
+        functools.partial(step, axis_name=DATA_AXIS),
+        axis_name=DATA_AXIS,
+        donate_argnums=(0,) if donate else (),
+    )
+
+
+def replicate(tree: Any, devices: Sequence[Any] | None = None) -> Any:
+    """One copy of every leaf per local device (leading axis = device)."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    # pmap runs on jit + shard_map in current JAX: a device-axis NamedSharding is its layout.
+    sharding = NamedSharding(Mesh(np.asarray(devices), (DATA_AXIS,)), PartitionSpec(DATA_AXIS))
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.device_put(np.broadcast_to(x, (len(devices),) + x.shape), sharding)
+
+    return jax.tree.map(put, tree)
+
+
+def unreplicate(tree: Any) -> Any:
+    """The first device's copy of a replicated tree."""
+    return jax.tree.map(lambda x: x[0], tree)
+
+
+def split_batch(batch: Mapping[str, np.ndarray], num_devices: int) -> dict[str, np.ndarray]:
+    """[B, ...] -> [num_devices, B / num_devices, ...]; B must divide evenly."""
+    out = {}
+    for k, v in batch.items():
+        if v.shape[0] % num_devices:
+            raise ValueError(
+                f"batch of {v.shape[0]} rows cannot be split over {num_devices} devices; "
+                f"set config.batch_size to a multiple of {num_devices}"
+            )
+        out[k] = v.reshape((num_devices, v.shape[0] // num_devices) + v.shape[1:])
+    return out
+
+
+def keys_of(tree: Any) -> list[str]:
+    """Flattened '/'-joined paths of a nested dict (for messages and tests)."""
+    return ["/".join(k) for k in traverse_util.flatten_dict(tree)]

