@@ -1,0 +1,81 @@
+"""Vocabulary distillation, static inference and the ModelAdapter API."""
+
+import numpy as np
+import pytest
+
+from embres import ModelAdapter
+from embres.distill import pca, sif_weights, usable_tokens
+from embres.models import load_model
+from embres.static import StaticEmbedder
+from embres.testing import tiny_checkpoint
+
+
+@pytest.mark.parametrize("family", ["gpt2", "xlmr", "bert"])
+def test_training_free_adapter_on_tiny_models_round_trips(tmp_path, family):
+    path = tiny_checkpoint(family, tmp_path / family)
+    adapter = ModelAdapter(source_model=path, target_dim=8)
+    texts = ["the man plays guitar", "", "bir kedi koşuyor", "a dog"]
+    vecs = adapter.adapt(texts)
+    assert vecs.shape == (4, 8) and np.isfinite(vecs).all()
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    again = ModelAdapter.load(adapter.save(tmp_path / "saved"))
+    np.testing.assert_array_equal(again.adapt(texts), vecs)
+    assert again.adapt([]).shape == (0, 8)
+
+
+def test_vocabulary_rows_equal_the_teacher_on_a_one_token_text(tmp_path):
+    from embres import EmbeddingExtractor
+    from embres.distill import teacher_token_rows
+
+    model = load_model(tiny_checkpoint("bert", tmp_path / "b"))
+    rows = teacher_token_rows(model, pooling="mean", batch_size=16)
+    token = model.tokenizer("guitar", add_special_tokens=False)["input_ids"][0]
+    expected = EmbeddingExtractor(model).extract_embeddings(["guitar"], normalize=False)[0]
+    np.testing.assert_allclose(rows[token], expected, atol=1e-5)
+
+
+def test_static_encoder_is_the_mean_of_rows():
+    from embres.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer("bert")
+    table = np.random.default_rng(0).normal(size=(len(tok), 6)).astype(np.float32)
+    enc = StaticEmbedder(table, tok, normalize=False)
+    ids = tok("the cat", add_special_tokens=False)["input_ids"]
+    np.testing.assert_allclose(enc.encode(["the cat"])[0], table[ids].mean(0), atol=1e-6)
+    np.testing.assert_allclose(
+        enc.encode(["the cat"], dims=3)[0], table[ids, :3].mean(0), atol=1e-6
+    )
+    with pytest.raises(TypeError, match=r"texts\[1\]"):
+        enc.encode(["a", None])
+
+
+def test_sif_weights_and_pca():
+    w = sif_weights(10, 1e-2)
+    assert np.all(np.diff(w) > 0)  # rarer (later) tokens weigh more
+    counts = np.array([100, 0, 5, 1, 0, 0, 0, 0, 0, 0])
+    wc = sif_weights(10, 1e-2, counts)
+    assert wc[0] < wc[2] < wc[3] < wc[1]
+    rows = np.random.default_rng(1).normal(size=(200, 5)) * np.array([5, 3, 1, 0.1, 0.01])
+    mean, comp = pca(rows.astype(np.float32), 2)
+    assert abs(abs(comp[0, 0]) - 1) < 0.05 and abs(abs(comp[1, 1]) - 1) < 0.05
+    with pytest.raises(ValueError, match="target_dim=6"):
+        pca(rows, 6)
+    with pytest.raises(ValueError, match="coefficient"):
+        sif_weights(10, 2.0)
+
+
+def test_unused_and_special_tokens_are_excluded():
+    model = load_model("all-MiniLM-L6-v2")
+    keep = usable_tokens(model)
+    tok = model.tokenizer
+    assert not keep[tok.convert_tokens_to_ids("[unused5]")] and not keep[tok.cls_token_id]
+    assert keep[tok.convert_tokens_to_ids("guitar")]
+    assert keep.sum() == 29523
+
+
+def test_bad_target_dim(tmp_path):
+    path = tiny_checkpoint("bert", tmp_path / "b")
+    with pytest.raises(ValueError, match="target_dim=0"):
+        ModelAdapter(path, target_dim=0)
+    with pytest.raises(ValueError, match="exceeds the teacher's width 32"):
+        ModelAdapter(path, target_dim=64)
