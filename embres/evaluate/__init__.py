@@ -112,6 +112,8 @@ def evaluate_model(
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; expected some of {sorted(TASKS)}")
+    from embres.evaluate.report import format_value
+
     start = time.perf_counter()
     name, embed_fn, info = load_embedder(
         spec, batch_size=options.get("batch_size") or 64, dtype=options.get("dtype") or "float32"
@@ -126,7 +128,6 @@ def evaluate_model(
             else:
                 record["metrics"][metric] = value
             if log is not None:
-                shown = value if isinstance(value, (str, Skipped)) else f"{value:.4g}"
-                log(f"{name}  {metric}: {shown}")
+                log(f"{name}  {metric}: {format_value(metric, value)}")
         record["seconds"][task] = time.perf_counter() - start
     return record

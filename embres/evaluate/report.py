@@ -33,6 +33,8 @@ def format_value(name: str, value: Any) -> str:
     """A table cell: bytes in MiB, large numbers with separators, others to 4 digits."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
+    if isinstance(value, int) and not name.endswith("_bytes") and "_bytes_" not in name:
+        return f"{value:,}"
     if name.endswith("_bytes") or "_bytes_" in name:
         return f"{value / 2**20:,.1f} MiB"
     if abs(value) >= 100:
@@ -65,6 +67,11 @@ def markdown(records: Sequence[dict[str, Any]], title: str = "embres evaluation"
             for c in columns
         ]
         lines.append(f"| {record['name']} | " + " | ".join(cells) + " |")
+    if len(records) > 1 and any("memory/peak_rss_bytes" in r["metrics"] for r in records):
+        lines += [
+            "",
+            "peak_rss is the process high-water mark: models measured in one run share it.",
+        ]
     skipped = [(r["name"], k, v) for r in records for k, v in r.get("skipped", {}).items()]
     if skipped:
         lines += ["", "## Skipped", ""]
@@ -119,11 +126,24 @@ def plot_tradeoff(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(float(r["metrics"][x_metric]), float(r["metrics"][y_metric])) for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    in_mib = "bytes" in x_metric
+    points = [
+        (float(r["metrics"][x_metric]) / (2**20 if in_mib else 1), float(r["metrics"][y_metric]))
+        for r in rows
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     ax.scatter([p[0] for p in points], [p[1] for p in points], zorder=3)
+    seen: dict[tuple[float, float], int] = {}
     for r, (x, y) in zip(rows, points, strict=True):
-        ax.annotate(r["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        spot = (round(math.log10(max(x, 1e-12)), 1), round(y, 1))  # labels of equal points stack
+        stacked = seen[spot] = seen.get(spot, -1) + 1
+        ax.annotate(
+            short_name(r["name"]),
+            (x, y),
+            textcoords="offset points",
+            xytext=(5, 4 - 11 * stacked),
+            fontsize=8,
+        )
     front = pareto_front(points, smaller_x_better)
     ax.plot(
         [points[i][0] for i in front],
@@ -133,16 +153,19 @@ def plot_tradeoff(
         label="Pareto frontier",
     )
     ax.set_xscale("log")
-    ax.set_xlabel(x_metric + (" (MiB)" if "bytes" in x_metric else ""))
-    if "bytes" in x_metric:  # readable ticks: bytes shown as MiB
-        ax.xaxis.set_major_formatter(lambda v, _: f"{v / 2**20:g}")
+    ax.set_xlabel(x_metric.replace("_bytes", "") + " (MiB)" if in_mib else x_metric)
     ax.set_ylabel(y_metric)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def short_name(name: str) -> str:
+    """A plot label: the last path component, keeping a ``kind:`` prefix."""
+    prefix, sep, target = name.rpartition(":")
+    return f"{prefix}{sep}{Path(target).name or target}"
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
