@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from embres.export import META_FILE
 from embres.static import StaticEmbedder
-
-META_FILE = "embres_static.json"
 
 
 class ModelAdapter:
@@ -97,38 +96,36 @@ class ModelAdapter:
 
         return fit_adapter(self, config_or_overrides, workdir)
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Writes a Model2Vec-format directory (``model.safetensors``, ``tokenizer.json``)."""
-        from safetensors.numpy import save_file
+    def save(self, directory: str | os.PathLike, int8: bool = False) -> Path:
+        """Writes a directory that embres, Model2Vec and sentence-transformers load.
 
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({"embeddings": self.table}, str(out / "model.safetensors"))
-        self.tokenizer.save_pretrained(str(out))
-        config = {
-            "model_type": "model2vec",
-            "architectures": ["StaticModel"],
-            "hidden_dim": self.target_dim,
-            "normalize": self.embedder.normalize,
-            "pooling": "mean",
-            "tokenizer_name": self.source_model,
-            "seq_length": self.embedder.max_length,
-        }
-        (out / "config.json").write_text(json.dumps(config, indent=2))
+        See :mod:`embres.export`; ``int8=True`` adds a per-row int8 copy of the table.
+        """
+        from embres.export import export_static
+
         meta = {
             "source_model": self.source_model,
             "target_dim": self.target_dim,
             "layer": self.layer,
-            "normalize": self.embedder.normalize,
         }
-        (out / META_FILE).write_text(json.dumps(meta, indent=2))
-        return out
+        return export_static(
+            self.table,
+            self.tokenizer,
+            directory,
+            normalize=self.embedder.normalize,
+            meta=meta,
+            int8=int8,
+        )
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> ModelAdapter:
-        """Loads a directory written by :meth:`save`, or a training workdir's ``export/``."""
-        from safetensors.numpy import load_file
+    def load(cls, directory: str | os.PathLike, int8: bool = False) -> ModelAdapter:
+        """Loads a directory written by :meth:`save`, or a training workdir's ``export/``.
+
+        ``int8=True`` reads the per-row int8 table instead of the float32 one.
+        """
         from transformers import AutoTokenizer
+
+        from embres.export import load_static_table
 
         path = Path(directory)
         if not (path / "model.safetensors").exists() and (path / "export").is_dir():
@@ -138,7 +135,7 @@ class ModelAdapter:
                 f"{directory} holds no static model: expected model.safetensors (from "
                 "ModelAdapter.save) or a training workdir with export/"
             )
-        table = load_file(str(path / "model.safetensors"))["embeddings"]
+        table = load_static_table(path, int8=int8)
         meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}
         config = json.loads((path / "config.json").read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(path))
