@@ -1,0 +1,64 @@
+"""Static student: a trainable [vocab, target_dim] table, started from PCA of the source rows.
+
+The source ``table`` given to :func:`init` is the teacher's vocabulary-distilled table (each
+token through the teacher on its own, SIF-weighted; see :mod:`embres.distill`), so training
+starts where corpus-free distillation ends and only improves it. PCA orders the output
+dimensions by variance, which is what lets a Matryoshka-trained table be truncated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def check_config(cfg: Any, table_shape: tuple[int, int]) -> None:
+    """``target_dim`` must be in 1..table width; raises ``ValueError`` naming the key."""
+    _, dim = table_shape
+    target = getattr(cfg, "target_dim", None)
+    if not isinstance(target, int) or not 0 < target <= dim:
+        raise ValueError(
+            f"config.adapter.target_dim={target!r}; expected an integer in 1..{dim} "
+            "(the width of the distilled teacher table)"
+        )
+
+
+def output_dim(cfg: Any, table_shape: tuple[int, int]) -> int:
+    """Width of the vectors ``apply`` returns."""
+    return cfg.target_dim
+
+
+def pca_basis(table: jax.Array, target_dim: int, weights: jax.Array | None = None):
+    """(mean [d], components [d, target_dim]) of the rows, optionally frequency-weighted."""
+    table = jnp.asarray(table, jnp.float32)
+    w = jnp.ones((table.shape[0],)) if weights is None else jnp.asarray(weights, jnp.float32)
+    w = w / jnp.sum(w)
+    mean = w @ table
+    _, _, vt = jnp.linalg.svd((table - mean) * jnp.sqrt(w)[:, None], full_matrices=False)
+    return mean, vt[:target_dim].T
+
+
+def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
+    """``{"table": [vocab, target_dim]}``: the source rows, centred and PCA-projected."""
+    del rng
+    mean, components = pca_basis(table, cfg.target_dim, None)
+    return {"table": (jnp.asarray(table, jnp.float32) - mean) @ components}
+
+
+def apply(params: dict, table: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
+    """Token vectors [batch, length, target_dim]: rows of the trained table."""
+    del table, mask
+    return jnp.take(params["table"], ids, axis=0)
+
+
+def materialize(params: dict, table: jax.Array) -> jax.Array:
+    """The trained table itself."""
+    del table
+    return params["table"]
+
+
+def table_bytes(params: dict, table_shape: tuple[int, int]) -> int:
+    """Bytes of the trained table."""
+    return int(params["table"].size * params["table"].dtype.itemsize)
