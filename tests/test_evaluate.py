@@ -277,3 +277,181 @@ def test_cli_teacher_matches_sentence_transformers(data_dir, tmp_path):
     peer = score_pairs(peer_fn, load_pairs("stsb", "dev", data_dir).head(200))
     assert ours["sts/stsb_dev"] == pytest.approx(peer, abs=0.05)
     assert ours["memory/vocab_size"] == 30522 and ours["memory/table_dim"] == 384
+
+
+# --- Adapted models: static exports (float32 and int8), training workdirs.
+
+
+@pytest.fixture
+def static_export(tmp_path):
+    """A tiny static export (word-level BERT tokenizer, random 8-d table) with an int8 copy."""
+    from embres.export import export_static
+    from embres.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer("bert")
+    table = np.random.default_rng(0).normal(size=(len(tokenizer), 8)).astype(np.float32)
+    return export_static(table, tokenizer, tmp_path / "static", int8=True), table
+
+
+def test_static_export_and_workdir_load_through_model_adapter(static_export, tmp_path):
+    from embres import ModelAdapter
+    from embres.evaluate import load_embedder
+
+    path, table = static_export
+    texts = ["the man plays a guitar", "bir kedi koşuyor"]
+    expected = ModelAdapter.load(path).adapt(texts)
+    name, embed_fn, info = load_embedder(str(path))
+    assert name == str(path) and info["kind"] == "embres-static" and info["dim"] == 8
+    np.testing.assert_allclose(embed_fn(texts), expected, rtol=1e-6)
+    assert info["table_bytes"] == table.nbytes
+    # A training workdir whose export/ is a static export loads the same way.
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    path.rename(workdir / "export")
+    _, embed_fn, info = load_embedder(str(workdir))
+    np.testing.assert_allclose(embed_fn(texts), expected, rtol=1e-6)
+    assert info["path"] == str(workdir / "export")
+
+
+def test_static_export_int8_memory_and_cli(static_export, tmp_path):
+    from embres.evaluate.__main__ import main
+
+    path, table = static_export
+    vocab, dim = table.shape
+    record = evaluate_model(str(path), ["memory"], log=None, int8=True)
+    assert record["name"] == f"{path} [int8]" and record["info"]["int8"] is True
+    assert record["metrics"]["memory/table_bytes"] == vocab * dim  # int8 rows
+    assert record["metrics"]["memory/param_bytes"] == vocab * dim + 4 * vocab  # + row scales
+    assert record["metrics"]["memory/bytes_per_vocab_row"] == dim
+    out = tmp_path / "report"
+    argv = ["--model", str(path), "--model", f"int8:{path}", "--tasks", "memory"]
+    assert main([*argv, "--out", str(out)]) == 0
+    rows = json.loads((out / "report.json").read_text())["models"]
+    assert [r["metrics"]["memory/table_bytes"] for r in rows] == [table.nbytes, vocab * dim]
+    with pytest.raises(ValueError, match=r"int8=True .* 'm2v/dir' is not one"):
+        evaluate_model("model2vec:m2v/dir", ["memory"], log=None, int8=True)
+
+
+def test_int8_table_keeps_vectors_close(static_export):
+    from embres.evaluate import load_embedder
+
+    path, _ = static_export
+    texts = ["the man plays a guitar", "a dog runs in the piano", "bir kedi koşuyor"]
+    _, f32, _ = load_embedder(str(path))
+    _, q8, _ = load_embedder(f"int8:{path}")
+    cosine = np.sum(f32(texts) * q8(texts), axis=1)
+    assert np.all(cosine > 0.999)
+
+
+def test_hf_workdir_loads_export_and_reports_factored_size(tmp_path):
+    from safetensors.numpy import save_file
+
+    from embres.evaluate import load_embedder
+    from embres.testing import tiny_checkpoint
+
+    workdir = tmp_path / "lowrank"
+    tiny_checkpoint("bert", workdir / "export", hidden_size=16, num_layers=1, num_heads=2)
+    (workdir / "export" / "adapter").mkdir()
+    _, _, info = load_embedder(str(workdir))
+    vocab, dim = info["table"].shape
+    factors = {"A": np.zeros((vocab, 4), np.float32), "B": np.zeros((4, dim), np.float32)}
+    save_file(factors, str(workdir / "export" / "adapter" / "adapter.safetensors"))
+    record = evaluate_model(str(workdir), ["memory"], log=None)
+    m = record["metrics"]
+    assert record["info"]["kind"] == "embres-workdir"
+    assert m["memory/factored_table_bytes"] == 4 * (vocab + dim) * 4
+    assert m["memory/factored_param_bytes"] == (
+        m["memory/param_bytes"] - m["memory/table_bytes"] + m["memory/factored_table_bytes"]
+    )
+    empty = tmp_path / "unfinished"
+    (empty / "export").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"unfinished/export holds neither"):
+        load_embedder(str(empty))
+
+
+# --- TFDS through tfds.testing.mock_data (TensorFlow and JAX in one process).
+
+
+def stsb_mock_rows(n=30):
+    """glue/stsb-shaped examples whose sentences are angle texts: Spearman is exactly 100."""
+    gaps = np.linspace(0, 90, n)
+    return [
+        {
+            "sentence1": f"a0|{i}".encode(),
+            "sentence2": f"a{g}|{i}".encode(),
+            "label": np.float32(5 - g / 18),
+            "idx": np.int32(i),
+        }
+        for i, g in enumerate(gaps)
+    ]
+
+
+@pytest.fixture
+def tfds_mock():
+    """``mock(rows)`` -> a context where tfds.load of any dataset yields ``rows``."""
+    tfds = pytest.importorskip(
+        "tensorflow_datasets",
+        reason="tensorflow-datasets not importable (pip install embres[tfds])",
+    )
+    import tensorflow as tf
+
+    def mock(rows):
+        def as_dataset(builder, *args, **kwargs):
+            features = builder.info.features
+            return tf.data.Dataset.from_generator(
+                lambda: iter(rows),
+                output_signature={
+                    k: tf.TensorSpec(shape=(), dtype=features[k].tf_dtype) for k in rows[0]
+                },
+            )
+
+        return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+
+    return mock
+
+
+def test_tfds_stsb_validation_through_mock_data(tfds_mock):
+    import jax
+    import jax.numpy as jnp
+
+    with tfds_mock(stsb_mock_rows()):
+        pairs = load_pairs("tfds:glue/stsb:validation")
+        results = dict(
+            STSEvaluator(["tfds:glue/stsb:validation", "tfds:glue/stsb"]).run(angle_embed)
+        )
+    assert (
+        len(pairs) == 30 and pairs.sentences1[2] == "a0|2" and pairs.source.endswith("validation")
+    )
+    assert results["sts/glue_stsb_dev"] == pytest.approx(100.0)
+    # TensorFlow is now loaded; JAX still sees conftest's 8 CPU devices and computes.
+    assert jax.device_count() == 8
+    assert float(jnp.dot(jnp.ones(4), jnp.arange(4.0))) == 6.0
+
+
+def test_tfds_test_split_without_gold_is_an_error(tfds_mock):
+    rows = [{**row, "label": np.float32(-1)} for row in stsb_mock_rows(3)]
+    with tfds_mock(rows), pytest.raises(DataFormatError, match="has no gold scores"):
+        load_pairs("tfds:glue/stsb:test")
+
+
+def test_iter_tfds_texts(tfds_mock):
+    from embres.evaluate.tfds_text import iter_tfds_texts, parse_tfds_spec
+
+    with tfds_mock(stsb_mock_rows(2)):
+        both = list(iter_tfds_texts("tfds:glue/stsb:train", field="sentence1,sentence2"))
+        assert both == ["a0|0", "a0.0|0", "a0|1", "a90.0|1"]
+        with pytest.raises(ValueError, match=r"text features \['sentence1', 'sentence2'\]"):
+            next(iter_tfds_texts("tfds:glue/stsb"))
+        with pytest.raises(ValueError, match=r"field 'body' not in the examples"):
+            next(iter_tfds_texts("tfds:glue/stsb", field="body"))
+    rows = [
+        {"text": b"first review", "label": np.int64(1)},
+        {"text": b"second", "label": np.int64(0)},
+    ]
+    with tfds_mock(rows):
+        assert list(iter_tfds_texts("tfds:imdb_reviews:test")) == ["first review", "second"]
+    spec = parse_tfds_spec("tfds:wiki40b/tr:1.3.0:train[:10%]")
+    assert (spec.load_name, spec.split) == ("wiki40b/tr:1.3.0", "train[:10%]")
+    assert parse_tfds_spec("glue/stsb").split is None
+    with pytest.raises(ValueError, match="cannot parse TFDS spec"):
+        parse_tfds_spec("tfds:")

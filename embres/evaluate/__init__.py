@@ -83,7 +83,7 @@ def build_evaluator(task: str, info: dict[str, Any] | None = None, **options: An
     if task == "speed":
         cfg.update(count_tokens=info.get("count_tokens"), device=info.get("device"))
     if task == "memory":
-        cfg.update(params=info.get("params"), table=info.get("table"))
+        cfg.update(params=info.get("params"), table=info.get("table"), factors=info.get("factors"))
     return evaluator_cls(**cfg)
 
 
@@ -101,10 +101,12 @@ def evaluate_model(
     """Loads ``spec`` (see :func:`load_embedder`) and runs ``tasks`` on it.
 
     Args:
-      spec: a model name or path, ``sentence-transformers:<path>``, ``model2vec:<path>``.
+      spec: a model name or path, ``sentence-transformers:<path>``, ``model2vec:<path>``, an
+        embres static export or a training workdir.
       tasks: names from :data:`TASKS`.
       log: called with one line per metric or skip (None: silent).
-      **options: shared task options (``data_dir``, ``limit``, ``batch_size``, ...).
+      **options: shared task options (``data_dir``, ``limit``, ``batch_size``, ...) and
+        ``int8`` (evaluate a static export's int8 table).
 
     Returns:
       ``{"name", "info", "metrics": {name: value}, "skipped": {name: reason}, "seconds"}``.
@@ -116,7 +118,10 @@ def evaluate_model(
 
     start = time.perf_counter()
     name, embed_fn, info = load_embedder(
-        spec, batch_size=options.get("batch_size") or 64, dtype=options.get("dtype") or "float32"
+        spec,
+        batch_size=options.get("batch_size") or 64,
+        dtype=options.get("dtype") or "float32",
+        int8=bool(options.get("int8")),
     )
     record = {"name": name, "info": json_info(info), "metrics": {}, "skipped": {}, "seconds": {}}
     record["seconds"]["load"] = time.perf_counter() - start

@@ -6,6 +6,8 @@ Examples::
     python -m embres.evaluate --model all-MiniLM-L6-v2 \\
         --model sentence-transformers:all-MiniLM-L6-v2 --model model2vec:/path/to/m2v \\
         --tasks sts,probe,retrieval,speed,memory --out runs/side_by_side
+    python -m embres.evaluate --model runs/static256 --model int8:runs/static256 \\
+        --tasks sts,memory --out runs/int8_cost     # a static export, float32 vs int8 table
     python -m embres.evaluate --compare runs/teacher runs/side_by_side --out runs/compare
 
 Data comes from ``--data-dir`` or ``$EMBRES_DATA_DIR``; a task whose data is absent is
@@ -34,8 +36,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--model",
         action="append",
         default=[],
-        help="model name/path, sentence-transformers:<path> or model2vec:<path>; "
-        "repeat for several models in one report",
+        help="model name/path, sentence-transformers:<path>, model2vec:<path>, an embres "
+        "static export or training workdir (int8:<path> for its int8 table); repeat for "
+        "several models in one report",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="evaluate the per-row int8 table of every (static export) --model",
     )
     p.add_argument("--tasks", default="sts", help=f"comma-separated, from {','.join(TASKS)}")
     p.add_argument("--out", default="eval_report", help="folder for report.json/.md and plots")
@@ -101,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dtype": args.dtype,
             "limit": args.limit,
             "speed_texts": args.speed_texts,
+            "int8": args.int8,
         }
         records = [evaluate_model(spec, args.task_list, **options) for spec in args.model]
         written = write_report(records, args.out, curves=args.curves, command=command)

@@ -1,7 +1,9 @@
 """Memory: parameter and table bytes per dtype, bytes per vocabulary row, peak RSS, device memory.
 
 Leaves of ``params`` may be numpy, JAX or torch arrays (so peers are measured the same way).
-Peak host RSS is the process's high-water mark (``resource.getrusage``), so it includes
+With ``factors`` (a low-rank table kept as ``A``, ``B``: the compressed teacher) it also
+reports ``factored_table_bytes`` and ``factored_param_bytes``, the size when the table ships
+as its factors rather than merged. Peak host RSS is the process's high-water mark (``resource.getrusage``), so it includes
 everything loaded before the evaluation; read it as "this process needed at most".
 
 Example::
@@ -97,10 +99,11 @@ class MemoryEvaluator:
     Args:
       params: the parameter tree (None: parameter sizes are skipped with a reason).
       table: the static [vocab, d] table (None: table sizes are skipped with a reason).
+      factors: the table's low-rank factors, if it is stored factored (optional).
     """
 
-    def __init__(self, params: Any = None, table: Any = None):
-        self.params, self.table = params, table
+    def __init__(self, params: Any = None, table: Any = None, factors: Any = None):
+        self.params, self.table, self.factors = params, table, factors
 
     def run(self, embed_fn: EmbedFn | None = None) -> Iterator[tuple[str, Any]]:
         """Yields ``memory/...`` metrics; ``embed_fn`` is unused (sizes come from the model)."""
@@ -114,6 +117,12 @@ class MemoryEvaluator:
         else:
             for name, value in table_stats(self.table).items():
                 yield f"memory/{name}", value
+        if self.factors is not None:
+            factored = param_stats(self.factors)["param_bytes"]
+            yield "memory/factored_table_bytes", factored
+            if self.params is not None and self.table is not None:
+                merged = param_stats(self.params)["param_bytes"] - array_bytes(self.table)[1]
+                yield "memory/factored_param_bytes", merged + factored
         yield "memory/peak_rss_bytes", peak_rss_bytes()
         for name, value in device_memory().items():
             yield f"memory/{name}", value

@@ -4,10 +4,18 @@ Specs understood here:
 
 * a model name or path: the teacher as it is, through :class:`embres.EmbeddingExtractor`;
 * ``sentence-transformers:<name or path>``: a peer through ``SentenceTransformer``;
-* ``model2vec:<name or path>``: a peer through ``StaticModel.from_pretrained``.
+* ``model2vec:<name or path>``: a peer through ``StaticModel.from_pretrained``;
+* an embres static export (a directory holding ``embres_static.json``), or a training workdir
+  whose ``export/`` holds one: through :meth:`embres.ModelAdapter.load` (numpy inference);
+  ``int8=True`` (CLI ``--int8``) evaluates its per-row int8 table; ``static:<path>`` and
+  ``int8:<path>`` name these explicitly;
+* a training workdir whose ``export/`` holds a Hugging Face ``config.json`` (the compressed
+  teacher): through :class:`embres.EmbeddingExtractor`; the low-rank factors that
+  ``embres.train`` keeps in ``export/adapter/adapter.safetensors`` go into ``info["factors"]``
+  so ``memory`` reports the factored table size too.
 
-``info`` holds what the tasks other than quality need: ``params`` (array tree) and ``table``
-([vocab, d]) for ``memory``; ``count_tokens`` and ``device`` for ``speed``; and plain
+``info`` holds what the tasks other than quality need: ``params`` (array tree), ``table``
+([vocab, d]) and optionally ``factors`` (array tree) for ``memory``; ``count_tokens`` and ``device`` for ``speed``; and plain
 JSON values (``kind``, ``dim``, ...) that go into the report.
 
 Extending (e.g. training workdirs or export dirs)::
@@ -23,6 +31,7 @@ tried, in order, on specs without a known prefix before the extractor default.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,33 +54,50 @@ def register_detector(matches: Callable[[str], bool], loader: Loader) -> None:
 
 
 def load_embedder(
-    spec: str, batch_size: int = 64, dtype: str = "float32"
+    spec: str, batch_size: int = 64, dtype: str = "float32", int8: bool = False
 ) -> tuple[str, EmbedFn, dict[str, Any]]:
     """Loads what ``spec`` names; see the module docstring for the forms.
 
     Args:
-      spec: ``<name or path>``, ``sentence-transformers:<path>``, ``model2vec:<path>`` or a
-        registered ``<prefix>:<target>``.
+      spec: ``<name or path>``, ``sentence-transformers:<path>``, ``model2vec:<path>``, an
+        embres static export or training workdir, or a registered ``<prefix>:<target>``.
       batch_size: texts per forward pass.
       dtype: compute dtype for embres models.
+      int8: evaluate the per-row int8 table of an embres static export (its name gets
+        `` [int8]``); other models raise ``ValueError``.
 
     Returns:
       (display name, embed_fn mapping list[str] -> float32 [n, d], info dict).
     """
+    options: dict[str, Any] = {"batch_size": batch_size, "dtype": dtype}
+    if int8:  # only passed when asked, so loaders without int8 support need not know it
+        options["int8"] = True
+    name = f"{spec} [int8]" if int8 else spec
     prefix, sep, target = spec.partition(":")
     if sep and prefix in LOADERS:
-        embed_fn, info = LOADERS[prefix](target, batch_size=batch_size, dtype=dtype)
-        return spec, embed_fn, info
+        embed_fn, info = LOADERS[prefix](target, **options)
+        return name, embed_fn, info
     for matches, loader in DETECTORS:
         if matches(spec):
-            embed_fn, info = loader(spec, batch_size=batch_size, dtype=dtype)
-            return spec, embed_fn, info
-    embed_fn, info = load_extractor(spec, batch_size=batch_size, dtype=dtype)
-    return spec, embed_fn, info
+            embed_fn, info = loader(spec, **options)
+            return name, embed_fn, info
+    embed_fn, info = load_extractor(spec, **options)
+    return name, embed_fn, info
 
 
-def load_extractor(target: str, batch_size: int = 64, dtype: str = "float32", **_):
+def _refuse_int8(target: str, int8: bool) -> None:
+    if int8:
+        raise ValueError(
+            f"int8=True (--int8) applies to embres static exports (a directory with "
+            f"embres_static.json); {target!r} is not one"
+        )
+
+
+def load_extractor(
+    target: str, batch_size: int = 64, dtype: str = "float32", int8: bool = False, **_
+):
     """An embres model (bundled name, HF directory or cached hub id) as it is."""
+    _refuse_int8(target, int8)
     from embres import EmbeddingExtractor, tokenize
     from embres.evaluate.speed import default_device
 
@@ -105,8 +131,9 @@ def _bundled_path(target: str) -> str:
     return str(resolve(target)) if target in BUNDLED else target
 
 
-def load_sentence_transformer(target: str, batch_size: int = 64, **_):
+def load_sentence_transformer(target: str, batch_size: int = 64, int8: bool = False, **_):
     """A sentence-transformers model (name or path) as a peer."""
+    _refuse_int8(target, int8)
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(_bundled_path(target))
@@ -135,8 +162,9 @@ def load_sentence_transformer(target: str, batch_size: int = 64, **_):
     return embed_fn, info
 
 
-def load_model2vec(target: str, batch_size: int = 64, **_):
+def load_model2vec(target: str, batch_size: int = 64, int8: bool = False, **_):
     """A Model2Vec static model (name or path) as a peer."""
+    _refuse_int8(target, int8)
     from model2vec import StaticModel
 
     model = StaticModel.from_pretrained(target)
@@ -161,5 +189,102 @@ def load_model2vec(target: str, batch_size: int = 64, **_):
     return embed_fn, info
 
 
+def static_export_dir(spec: str) -> Path | None:
+    """The static export ``spec`` names (itself or ``<spec>/export``), or None."""
+    from embres.export import META_FILE
+
+    for path in (Path(spec), Path(spec, "export")):
+        if (path / META_FILE).is_file():
+            return path
+    return None
+
+
+def is_hf_workdir(spec: str) -> bool:
+    """A training workdir whose ``export/`` is a Hugging Face model directory."""
+    return Path(spec, "export", "config.json").is_file() and static_export_dir(spec) is None
+
+
+def is_unknown_workdir(spec: str) -> bool:
+    """A directory with ``export/`` that is neither form above (loading it would mislead)."""
+    return Path(spec, "export").is_dir() and static_export_dir(spec) is None
+
+
+def load_static(target: str, int8: bool = False, **_):
+    """An embres static export (or a workdir with one in ``export/``) via ``ModelAdapter``.
+
+    Raises:
+      FileNotFoundError: naming the directory and the files expected there.
+    """
+    from embres import ModelAdapter
+    from embres.export import INT8_FILE, META_FILE
+
+    path = static_export_dir(target)
+    if path is None:
+        raise FileNotFoundError(
+            f"{target} is not an embres static export: expected {META_FILE} in it or in "
+            f"{Path(target, 'export')}"
+        )
+    adapter = ModelAdapter.load(path, int8=int8)
+    embedder = adapter.embedder
+    if int8:  # the stored form: int8 rows plus one float32 scale per row
+        from safetensors.numpy import load_file
+
+        tensors = load_file(str(path / INT8_FILE))
+        params: dict[str, Any] = dict(tensors)
+        table = tensors["embeddings_int8"]
+    else:
+        params, table = {"embeddings": embedder.table}, embedder.table
+
+    def embed_fn(texts: list[str]) -> np.ndarray:
+        return adapter.adapt(texts)
+
+    def count_tokens(texts: list[str]) -> int:
+        return sum(len(ids) for ids in embedder.token_ids(texts))
+
+    info = {
+        "kind": "embres-static",
+        "path": str(path),
+        "dim": int(embedder.dim),
+        "int8": bool(int8),
+        "source_model": str(adapter.source_model),
+        "table_bytes": int(sum(np.asarray(v).nbytes for v in params.values())),
+        "params": params,
+        "table": table,
+        "count_tokens": count_tokens,
+        "device": "cpu (numpy)",
+    }
+    return embed_fn, info
+
+
+def load_hf_workdir(target: str, batch_size: int = 64, dtype: str = "float32", **options):
+    """A training workdir's ``export/`` Hugging Face directory (e.g. the compressed teacher)."""
+    embed_fn, info = load_extractor(
+        str(Path(target, "export")), batch_size=batch_size, dtype=dtype, **options
+    )
+    factors_file = Path(target, "export", "adapter", "adapter.safetensors")
+    info["kind"] = "embres-workdir"
+    if factors_file.is_file():
+        from safetensors.numpy import load_file
+
+        info["factors"] = load_file(str(factors_file))
+        info["factor_bytes"] = int(sum(v.nbytes for v in info["factors"].values()))
+    return embed_fn, info
+
+
+def refuse_unknown_workdir(target: str, **_):
+    """Raises for a workdir whose ``export/`` holds no model embres knows how to load."""
+    from embres.export import META_FILE
+
+    raise FileNotFoundError(
+        f"{Path(target, 'export')} holds neither {META_FILE} (a static export) nor config.json "
+        "(a Hugging Face model); was the training run's export step reached?"
+    )
+
+
 register_loader("sentence-transformers", load_sentence_transformer)
 register_loader("model2vec", load_model2vec)
+register_loader("static", load_static)
+register_loader("int8", lambda target, **options: load_static(target, **{**options, "int8": True}))
+register_detector(lambda spec: static_export_dir(spec) is not None, load_static)
+register_detector(is_hf_workdir, load_hf_workdir)
+register_detector(is_unknown_workdir, refuse_unknown_workdir)

@@ -134,25 +134,24 @@ def read_sick_file(path: str | os.PathLike) -> Pairs:
 def load_tfds_pairs(spec: str, split: str = "dev") -> Pairs:
     """Loads ``tfds:<name>/<config>[:<split>]`` (e.g. ``tfds:glue/stsb:validation``).
 
+    Without a split in ``spec``, ``split`` is used (``dev`` reads ``validation``).
+
     Raises:
       ModuleNotFoundError: tensorflow-datasets is not importable (install ``embres[tfds]``).
+      DataFormatError: the split has no gold scores (GLUE test splits carry -1).
     """
-    name, _, tfds_split = spec.removeprefix("tfds:").partition(":")
-    tfds_split = tfds_split or TFDS_SPLITS.get(split, split)
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as e:
-        raise ModuleNotFoundError(
-            f"{spec}: tensorflow-datasets is not importable ({e}); pip install 'embres[tfds]'"
-        ) from e
+    from embres.evaluate.tfds_text import as_text, iter_tfds_rows, parse_tfds_spec
+
+    parsed = parse_tfds_spec(spec)
+    tfds_split = parsed.split or TFDS_SPLITS.get(split, split)
     s1, s2, scores = [], [], []
-    for example in tfds.as_numpy(tfds.load(name, split=tfds_split)):
-        s1.append(_text(example["sentence1"]))
-        s2.append(_text(example["sentence2"]))
+    for example in iter_tfds_rows(spec, default_split=tfds_split):
+        s1.append(as_text(example["sentence1"]))
+        s2.append(as_text(example["sentence2"]))
         scores.append(float(example["label"]))
     if not scores or min(scores) < 0:  # glue test splits carry label -1
         raise DataFormatError(f"{spec}: split {tfds_split!r} has no gold scores")
-    return Pairs(s1, s2, np.asarray(scores), f"tfds:{name}:{tfds_split}")
+    return Pairs(s1, s2, np.asarray(scores), f"tfds:{parsed.load_name}:{tfds_split}")
 
 
 def load_pairs(
@@ -265,7 +264,3 @@ def _is_number(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
