@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.clip_norm = 1.0
     c.optimizer.b1 = 0.9
     c.optimizer.b2 = 0.999
+    c.optimizer.frozen = ""  # regex over adapter param paths kept fixed, e.g. "B$"
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "vocab"  # or "text:PATH"

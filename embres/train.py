@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,11 @@ def _report(message: str) -> None:
 
 
 def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int):
-    """AdamW with linear warmup then cosine decay, after global-norm clipping."""
+    """AdamW with linear warmup then cosine decay, after global-norm clipping.
+
+    ``opt.frozen`` (a regex over adapter param paths such as ``"B$"``) keeps the matching
+    params fixed.
+    """
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=opt.learning_rate,
@@ -64,7 +69,21 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int):
         optax.clip_by_global_norm(opt.clip_norm),
         optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay),
     )
+    frozen = opt.get("frozen", "")
+    if frozen:  # adapter params whose '/'-joined path matches stay at their initial values
+        pattern = re.compile(frozen)
+
+        def labels(params):
+            return jax.tree_util.tree_map_with_path(
+                lambda path, _: "frozen" if pattern.search(_path_name(path)) else "trained", params
+            )
+
+        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
     return tx, schedule
+
+
+def _path_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
 
 
 def get_table(teacher_params: dict, table_path: tuple[str, ...]) -> jax.Array:
@@ -359,7 +378,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     meta = {"base_model": config.model, "config": json.loads(config.to_json_best_effort())}
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        # Not "config.json": a workdir holding one would be taken for a model directory.
+        (workdir / "train_config.json").write_text(config.to_json_best_effort(indent=2))
 
     # --- The step: jit over the mesh (default) or the same function under pmap.
     trace_count = [0]

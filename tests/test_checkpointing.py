@@ -116,7 +116,7 @@ def _train_cmd(model_dir, workdir, steps):
 def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
     model_dir = tiny_checkpoint("bert", tmp_path / "tiny", hidden_size=32, num_layers=2)
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-    steps = 600
+    steps = 400
     # Uninterrupted reference.
     subprocess.run(
         _train_cmd(model_dir, tmp_path / "ref", steps),

@@ -21,7 +21,7 @@ def test_two_steps_then_resume(tiny_model, tmp_path):
     work = tmp_path / "work"
     out = train.train_and_evaluate(tiny_config(tiny_model, total_steps=2), work)
     assert sorted(out["losses"]) == [1, 2] and out["step_traces"] == 1
-    for name in ("metrics.jsonl", "config.json", "summary.md"):
+    for name in ("metrics.jsonl", "train_config.json", "summary.md"):
         assert (work / name).is_file()
     assert list((work / "tensorboard").glob("events.out.tfevents.*"))
     assert (work / "checkpoints" / "2").is_dir()
