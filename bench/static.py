@@ -49,6 +49,58 @@ def quality(encode) -> dict[str, float]:
     }
 
 
+def trained_rows(path: Path, dims: list[int], texts: list[str], teacher: str) -> list[dict]:
+    """Rows for a trained export (static, Matryoshka-truncated, or hybrid)."""
+    from embres import ModelAdapter
+    from embres.static_training import load_hybrid
+
+    export = path / "export" if (path / "export").is_dir() else path
+    rows = []
+    if (export / "hybrid.safetensors").exists():
+        from safetensors.numpy import load_file
+
+        from embres.adapters import hybrid
+        from embres.models import load_model
+
+        encode = load_hybrid(export)
+        params = load_file(str(export / "hybrid.safetensors"))
+        flops = hybrid.flops_per_token(params)
+        teacher_flops = hybrid.teacher_flops_per_token(load_model(teacher).config, length=16)
+        print(
+            f"hybrid {export}: {flops:,} FLOPs/token vs teacher {teacher_flops:,} at 16 tokens "
+            f"({100 * flops / teacher_flops:.2f}%)"
+        )
+        rows.append(
+            {
+                "model": f"embres hybrid ({path.name})",
+                "dims": int(params["table"].shape[1]),
+                "distill_s": float("nan"),
+                **quality(encode),
+                "sent_per_s": rate(encode, texts),
+                "table_bytes": int(sum(v.nbytes for v in params.values())),
+                "flops_per_token": flops,
+                "teacher_flops_per_token": teacher_flops,
+            }
+        )
+        return rows
+    trained = ModelAdapter.load(export)
+    for d in dims:
+        if d > trained.target_dim:
+            continue
+        encode = lambda t, m=trained, d=d: m.adapt(t, dims=d)  # noqa: E731
+        rows.append(
+            {
+                "model": f"embres trained ({path.name})",
+                "dims": d,
+                "distill_s": float("nan"),
+                **quality(encode),
+                "sent_per_s": rate(encode, texts),
+                "table_bytes": int(trained.table[:, :d].nbytes),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--teacher", default="all-MiniLM-L6-v2")
@@ -95,23 +147,10 @@ def main() -> None:
             }
         )
     for path in args.trained:
-        trained = ModelAdapter.load(path)
-        for d in dims:
-            if d > trained.target_dim:
-                continue
-            encode = lambda t, m=trained, d=d: m.adapt(t, dims=d)  # noqa: E731
-            rows.append(
-                {
-                    "model": f"embres trained ({Path(path).name})",
-                    "dims": d,
-                    "distill_s": float("nan"),
-                    **quality(encode),
-                    "sent_per_s": rate(encode, texts),
-                    "table_bytes": int(trained.table[:, :d].nbytes),
-                }
-            )
+        rows.extend(trained_rows(Path(path), dims, texts, args.teacher))
 
     base = {r["dims"]: r for r in rows if r["model"] == "Model2Vec distill"}
+    rows = [r for r in rows if r["dims"] in base]
     header = (
         f"{'model':34} {'dims':>4} {'distill s':>9} {'STS-B dev':>9} {'vs M2V':>7} "
         f"{'STSb-TR dev':>11} {'sent/s':>8} {'x M2V':>6} {'table MB':>8}"

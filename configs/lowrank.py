@@ -25,7 +25,7 @@ from embres import configlib
 
 def get_config(arg: str | None = None):
     """Config for ``configs/lowrank.py[:runlocal,rank=N]``."""
-    arg = configlib.parse_arg(arg, runlocal=False, rank=80)
+    arg = configlib.parse_arg(arg, runlocal=False, rank=128)
     c = configlib.base_config()
 
     c.adapter = configlib.section()
@@ -34,6 +34,7 @@ def get_config(arg: str | None = None):
     c.adapter.init = "svd"
     c.adapter.weighting = "frequency"  # row-weighted SVD by token frequency
     c.adapter.target_dim = configlib.placeholder(int)  # unset: keep the teacher's width
+    c.adapter.storage_dtype = "float16"  # factors as exported; training is float32
 
     c.objective = configlib.section()
     c.objective.kind = "compressed_teacher"

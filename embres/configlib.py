@@ -9,7 +9,7 @@ import ml_collections
 from ml_collections import config_dict
 
 PARALLEL_MODES = ("jit", "pmap")
-OBJECTIVES = ("compressed_teacher", "static")
+OBJECTIVES = ("compressed_teacher", "static", "static_distill")
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:

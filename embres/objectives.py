@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-OBJECTIVES = ("compressed_teacher", "static")
+OBJECTIVES = ("compressed_teacher", "static", "static_distill")
 
 
 def _normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -71,3 +71,40 @@ def pooled_loss(
 ) -> jax.Array:
     """Per-example sentence-vector distillation -> [batch]."""
     return cosine_weight * cosine_distance(student, teacher) + mse_weight * mse(student, teacher)
+
+
+STATIC_LOSSES = ("cosine", "mse", "contrastive")
+
+
+def contrastive_loss(
+    student: jax.Array, teacher: jax.Array, temperature: float = 0.05
+) -> jax.Array:
+    """In-batch InfoNCE: each student row must pick its own teacher row -> [batch]."""
+    logits = _normalize(student) @ _normalize(teacher).T / temperature
+    return -jnp.diagonal(jax.nn.log_softmax(logits, axis=-1))
+
+
+def matryoshka_loss(
+    student: jax.Array,
+    teacher: jax.Array,
+    dims: Sequence[int],
+    kind: str = "cosine",
+    temperature: float = 0.05,
+) -> jax.Array:
+    """Mean over nested prefixes ``[:, :m]`` (m in ``dims``) of a sentence loss -> [batch].
+
+    With ``dims=(d,)`` it is the plain loss; with (32, 64, ..., d) every prefix is trained to
+    stand alone, so the table can be truncated after training.
+    """
+    if kind not in STATIC_LOSSES:
+        raise ValueError(f"config.objective.loss={kind!r}; expected one of {STATIC_LOSSES}")
+    total = 0.0
+    for m in dims:
+        s, t = student[:, :m], teacher[:, :m]
+        if kind == "cosine":
+            total = total + cosine_distance(s, t)
+        elif kind == "mse":
+            total = total + mse(_normalize(s), _normalize(t))
+        else:
+            total = total + contrastive_loss(s, t, temperature)
+    return total / len(dims)

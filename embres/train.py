@@ -186,12 +186,19 @@ def _rate(fn, texts: list[str]) -> float:
     return len(texts) / max(time.perf_counter() - start, 1e-9)
 
 
-def evaluate(config, model, adapter, params, heldout: list[str]) -> dict[str, dict[str, float]]:
+def evaluate(
+    config, model, adapter, params, heldout: list[str], source_table=None
+) -> dict[str, dict[str, float]]:
     """Teacher vs student: STS-B dev, fidelity on held-out text, bytes, sentences/s."""
     from embres.extract import EmbeddingExtractor
 
     teacher_table = np.asarray(model.embedding_table(), np.float32)
-    student_table = np.asarray(adapter.materialize(params, teacher_table), np.float32)
+    if config.objective.kind == "static_distill":
+        from embres import static_training
+
+        student_table = None
+    else:
+        student_table = np.asarray(adapter.materialize(params, teacher_table), np.float32)
     total_bytes = adapters.param_bytes(model.params)
     table_bytes = teacher_table.size * 4
     extractor = EmbeddingExtractor(model, batch_size=config.eval.batch_size)
@@ -207,6 +214,9 @@ def evaluate(config, model, adapter, params, heldout: list[str]) -> dict[str, di
                 extractor.params = model.params
 
         student_total = total_bytes - table_bytes + adapter.table_bytes(params, teacher_table.shape)
+    elif student_table is None:
+        student_fn = static_training.embed_fn(model, adapter, params, source_table)
+        student_total = adapter.table_bytes(params, teacher_table.shape)
     else:
         student_fn = functools.partial(_embed_static, model, student_table)
         student_total = adapter.table_bytes(params, teacher_table.shape)
@@ -275,8 +285,8 @@ def export(config, model, adapter, params, directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     teacher_table = np.asarray(model.embedding_table(), np.float32)
     table = np.asarray(adapter.materialize(params, teacher_table), np.float32)
-    flat = {
-        "/".join(k): np.asarray(v, np.float32)
+    flat = {  # float16 factors stay float16 (the real size); bfloat16 is widened for numpy
+        "/".join(k): np.asarray(v) if v.dtype in (np.float16, np.float32) else np.asarray(v, "f4")
         for k, v in traverse_util.flatten_dict(params).items()
     }
     meta = {
@@ -328,8 +338,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     adapter = adapters.get(config.adapter.type)
     teacher_params = model.params
 
+    # --- Static/hybrid students: start from vocabulary distillation; targets cached or in-step.
+    distill = config.objective.kind == "static_distill"
+    source = None
+    if distill:
+        from embres import static_training
+
+        dims = static_training.matryoshka_dims(
+            config.objective.get("matryoshka_dims", ""), config.adapter.target_dim
+        )
+        init_table, sif = static_training.source_table(model, config)
+        proj = static_training.projection(init_table, config.adapter.target_dim)
+        source = static_training.make_source(
+            config, model, workdir, proj, jax.process_index(), jax.process_count()
+        )
+        teacher_params = {**teacher_params, static_training.PROJECTION_KEY: jnp.asarray(proj)}
+
     # --- Data.
-    source = data.make_source(
+    source = source or data.make_source(
         config.data,
         model.tokenizer,
         vocab_size=model.config.vocab_size,
@@ -350,7 +376,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         params = adapter.init(rng, table, config.adapter, weights)
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
-    table = get_table(teacher_params, model.table_path)
+    table = jnp.asarray(init_table) if distill else get_table(teacher_params, model.table_path)
+    if distill:
+        weights = jnp.asarray(sif)
     init_args = (jax.random.PRNGKey(config.seed), table, weights)
     abstract = jax.eval_shape(init_state, *init_args)
     shardings = parallel.tree_shardings(abstract, mesh, config.sharding_rules)
@@ -375,6 +403,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     else:
         start_step = 0
         state = jax.jit(init_state, out_shardings=shardings)(*init_args)
+    n_params, n_table = adapters.param_count(abstract["params"]), int(np.prod(table.shape))
+    _report(
+        f"{config.adapter.type} adapter: {n_params:,} trainable params in place of the "
+        f"{table.shape[0]:,} x {table.shape[1]} table ({n_table:,}; {n_table / n_params:.2f}x)"
+    )
     meta = {"base_model": config.model, "config": json.loads(config.to_json_best_effort())}
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -383,7 +416,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     # --- The step: jit over the mesh (default) or the same function under pmap.
     trace_count = [0]
-    loss_fn = make_loss_fn(config, model, adapter, layers)
+    if distill:
+        loss_fn = functools.partial(
+            static_training.loss, model=model, adapter=adapter, config=config, dims=dims
+        )
+    else:
+        loss_fn = make_loss_fn(config, model, adapter, layers)
     train_step = make_train_step(loss_fn, tx, schedule, config.seed, trace_count)
     if use_pmap:
         step_fn = parallel.pmap_step(train_step)
@@ -432,19 +470,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if start_step >= config.total_steps:
         _report(f"{workdir} already holds the final step {start_step}; evaluating only")
     params = jax.device_get(host_state(state)["params"])
+    if hasattr(adapter, "to_storage"):  # evaluate exactly what is exported
+        params = jax.device_get(adapter.to_storage(params, config.adapter))
     ckpt.close()
     if trace_count[0] > 1:
         logging.warning("the train step was traced %d times (expected once)", trace_count[0])
 
     # --- Evaluation and export (process 0 writes).
     heldout = source.heldout_texts(config.eval.heldout_texts)
-    rows = evaluate(config, model, adapter, params, heldout)
+    rows = evaluate(config, model, adapter, params, heldout, init_table if distill else None)
     summary = format_summary(rows)
     for name, values in rows.items():
         writer.write_summary(name, values, final_step)
     writer.close()
     if jax.process_index() == 0:
-        if config.export:
+        if config.export and distill:
+            path = static_training.export(
+                config, model, adapter, params, init_table, workdir / "export"
+            )
+            _report(f"exported to {path}")
+        elif config.export:
             path = export(config, model, adapter, params, workdir / "export")
             _report(f"exported to {path}")
         (workdir / "summary.md").write_text(summary + "\n")

@@ -27,6 +27,7 @@ def tiny_config(model_dir, name: str = "lowrank", **overrides):
     config.export = False
     if name == "lowrank":
         config.adapter.rank = 8
+        config.adapter.storage_dtype = "float32"  # exact comparisons between runs
     if name == "projection":
         config.adapter.target_dim = 16
     for key, value in overrides.items():

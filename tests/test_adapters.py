@@ -59,6 +59,17 @@ def test_lowrank_weighted_svd_favours_frequent_rows(table):
     assert err(weighted) < 0.5 * err(plain)
 
 
+def test_lowrank_float16_storage_halves_bytes(table):
+    lowrank = adapters.get("lowrank")
+    params = lowrank.init(jax.random.PRNGKey(1), table, Cfg(rank=4))
+    stored = lowrank.to_storage(params, Cfg(rank=4, storage_dtype="float16"))
+    assert lowrank.table_bytes(stored, table.shape) * 2 == lowrank.table_bytes(params, table.shape)
+    assert lowrank.materialize(stored).dtype == jnp.float32
+    np.testing.assert_allclose(lowrank.materialize(stored), lowrank.materialize(params), atol=1e-2)
+    with pytest.raises(ValueError, match=r"storage_dtype='int8'.*float16"):
+        lowrank.check_config(Cfg(rank=4, storage_dtype="int8"), table.shape)
+
+
 def test_lowrank_target_dim_projects(table):
     lowrank = adapters.get("lowrank")
     params = lowrank.init(jax.random.PRNGKey(1), table, Cfg(rank=4, target_dim=8))

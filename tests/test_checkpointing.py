@@ -105,6 +105,7 @@ def _train_cmd(model_dir, workdir, steps):
         f"--workdir={workdir}",
         f"--config.model={model_dir}",
         "--config.adapter.rank=8",
+        "--config.adapter.storage_dtype=float32",
         f"--config.total_steps={steps}",
         "--config.checkpoint.every_steps=10",
         "--config.checkpoint.keep=2",

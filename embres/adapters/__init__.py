@@ -13,6 +13,8 @@ The contract every adapter module offers (no hidden state, no globals):
   that is not static, e.g. a contextual one).
 * ``output_dim(cfg, table_shape) -> int`` and ``table_bytes(params, table_shape) -> int``:
   the width of the vectors and the bytes the adapter needs in place of the table.
+* optional ``to_storage(params, cfg) -> params``: the params as exported (e.g. cast to a
+  smaller dtype); evaluation and export use this form.
 
 ``cfg`` is the ``config.adapter`` section (a ``ConfigDict``, or anything with attributes).
 """
@@ -21,9 +23,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from embres.adapters import lowrank, projection
+from embres.adapters import hybrid, lowrank, projection, static
 
-ADAPTERS: dict[str, ModuleType] = {"lowrank": lowrank, "projection": projection}
+ADAPTERS: dict[str, ModuleType] = {
+    "hybrid": hybrid,
+    "lowrank": lowrank,
+    "projection": projection,
+    "static": static,
+}
 
 
 def get(name: str) -> ModuleType:

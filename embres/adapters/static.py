@@ -41,10 +41,17 @@ def pca_basis(table: jax.Array, target_dim: int, weights: jax.Array | None = Non
 
 
 def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
-    """``{"table": [vocab, target_dim]}``: the source rows, centred and PCA-projected."""
+    """``{"table": [vocab, target_dim]}``: the source rows, centred and PCA-projected.
+
+    ``weights`` ([vocab], e.g. SIF weights) scale each row after the projection, as
+    vocabulary distillation does; the PCA itself is unweighted.
+    """
     del rng
     mean, components = pca_basis(table, cfg.target_dim, None)
-    return {"table": (jnp.asarray(table, jnp.float32) - mean) @ components}
+    rows = (jnp.asarray(table, jnp.float32) - mean) @ components
+    if weights is not None:
+        rows = rows * jnp.asarray(weights, jnp.float32)[:, None]
+    return {"table": rows}
 
 
 def apply(params: dict, table: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
