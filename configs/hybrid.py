@@ -20,12 +20,13 @@ from embres import configlib
 
 def get_config(arg: str | None = None):
     """Config for ``configs/hybrid.py[:runlocal,target_dim=N]``."""
-    arg = configlib.parse_arg(arg, runlocal=False, target_dim=256)
+    arg = configlib.parse_arg(arg, runlocal=False, target_dim=0)
     c = configlib.base_config()
 
     c.adapter = configlib.section()
     c.adapter.type = "hybrid"
-    c.adapter.target_dim = arg.target_dim
+    # runlocal is a smoke run: a width any teacher, even a tiny test model, has.
+    c.adapter.target_dim = arg.target_dim or (16 if arg.runlocal else 256)
     c.adapter.kernel_size = 5
     c.adapter.hidden_dim = 256
     c.adapter.weighting = "none"  # SIF weights from vocabulary distillation instead

@@ -49,7 +49,7 @@ def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None =
         "w_in": jax.random.normal(r_in, (d, h)) / jnp.sqrt(d),
         "b_in": jnp.zeros((h,)),
         "w_out": jax.random.normal(r_out, (h, d)) * (0.1 / jnp.sqrt(h)),
-        "gate": jnp.full((d,), -2.0),
+        "gate": jnp.full((d,), -2.0, jnp.float32),  # explicit dtype: a weak type retraces
     }
 
 
