@@ -1,14 +1,23 @@
-r"""A static student: the teacher's table projected to ``target_dim`` by a learned map.
+r"""The static student: a [vocab, target_dim] table whose mean over a text's tokens is its vector.
 
-Each sentence vector is the mean of its tokens' projected rows (no transformer at
-inference). The map starts from a frequency-weighted PCA of the table and is trained so
-the students' in-batch cosine similarities match the teacher's sentence embeddings.
-(The static-student issue extends this with vocabulary distillation and Matryoshka.)
+No transformer at inference. The table starts from vocabulary distillation (each token
+through the teacher on its own, SIF weights, PCA to ``target_dim``: Model2Vec's recipe) and
+is trained so sentence vectors match the teacher's, projected onto the same PCA basis.
+``--config.adapter.type=projection`` trains only the linear map instead of the whole table.
 
-Command::
+Commands::
 
-    python -m embres.train --config=configs/projection.py
+    python -m embres.train --config=configs/projection.py                      # corpus-free
+    python -m embres.train --config=configs/projection.py \
+        --config.data.source=text:../shared/data/text/en.txt                   # better
+    python -m embres.train --config=configs/projection.py \
+        --config.data.source=text:../shared/data/text/en.txt \
+        --config.objective.matryoshka_dims=32,64,128                           # truncatable
     python -m embres.train --config=configs/projection.py:runlocal --workdir=/tmp/proj_local
+
+Numbers it produced (all-MiniLM-L6-v2, 2 CPU cores, ``bench/static.py``, STS-B dev): see the
+README's static-student table; corpus-trained on en.txt at 256 dims it beats Model2Vec's
+79.19 by more than 2 points.
 """
 
 from embres import configlib
@@ -16,26 +25,32 @@ from embres import configlib
 
 def get_config(arg: str | None = None):
     """Config for ``configs/projection.py[:runlocal,target_dim=N]``."""
-    arg = configlib.parse_arg(arg, runlocal=False, target_dim=256)
+    arg = configlib.parse_arg(arg, runlocal=False, target_dim=0)
     c = configlib.base_config()
 
     c.adapter = configlib.section()
-    c.adapter.type = "projection"
-    c.adapter.target_dim = arg.target_dim
+    c.adapter.type = "static"  # or "projection": a learned map over the distilled rows
+    # runlocal is a smoke run: a width any teacher, even a tiny test model, has.
+    c.adapter.target_dim = arg.target_dim or (16 if arg.runlocal else 256)
     c.adapter.init = "pca"
-    c.adapter.weighting = "frequency"
+    c.adapter.weighting = "none"  # SIF weights come from vocabulary distillation
 
     c.objective = configlib.section()
-    c.objective.kind = "static"
+    c.objective.kind = "static_distill"
     c.objective.layers = "last"
-    c.objective.hidden_weight = 1.0  # in-batch similarity structure
-    c.objective.pooled_weight = 0.0  # direct cosine (only when widths match)
-    c.objective.cosine_weight = 1.0
-    c.objective.mse_weight = 0.0
+    c.objective.loss = "cosine"  # or "mse", "contrastive"
+    c.objective.temperature = 0.05
+    c.objective.matryoshka_dims = ""  # e.g. "32,64,128": every prefix trained to stand alone
+    c.objective.teacher_layer = -1
+    c.objective.sif_coefficient = 1e-4
 
-    c.batch_size = 64
-    c.total_steps = 200
-    c.optimizer.learning_rate = 1e-3
+    c.batch_size = 256
+    c.total_steps = 400
+    c.data.max_length = 64
+    c.data.cache_dir = ""  # default: <workdir>/cache
+    c.optimizer.learning_rate = 1e-2
+    c.optimizer.warmup_steps = 20
+    c.checkpoint.every_steps = 100
 
     if arg.runlocal:
         c.total_steps = 4
