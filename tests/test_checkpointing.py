@@ -107,7 +107,7 @@ def _train_cmd(model_dir, workdir, steps):
         "--config.adapter.rank=8",
         "--config.adapter.storage_dtype=float32",
         f"--config.total_steps={steps}",
-        "--config.checkpoint.every_steps=10",
+        "--config.checkpoint.every_steps=20",
         "--config.checkpoint.keep=2",
         "--config.log_every_steps=10",
         "--config.eval.heldout_texts=4",
