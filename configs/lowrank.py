@@ -17,7 +17,33 @@ On a text corpus (one sentence per line)::
     python -m embres.train --config=configs/lowrank.py \
         --config.data.source=text:../shared/data/text/en.txt --config.adapter.rank=64
 
-Numbers it produced (all-MiniLM-L6-v2, 2 CPU cores): filled in below by measurement.
+Numbers it produced (all-MiniLM-L6-v2, 2 shared CPU cores; STS-B dev Spearman x100 with
+EMBRES_DATA_DIR=../shared/data; teacher 86.72; table 30,522 x 384 float32 = 46,881,792 B):
+
+* Default command (corpus-free "vocab" data, rank 128, float16 factors, 150 steps):
+  STS-B dev 86.24 (-0.48), fidelity 0.961 on held-out sampled sequences, table 7,911,936 B
+  (5.93x smaller);
+  6m40s wall on a machine shared with three other jobs (about 2 min training alone);
+  re-running on the same workdir resumes (here: "already holds the final step").
+* Rank sweep on en.txt (--config.data.source=text:../shared/data/text/en.txt). "init" is
+  the frequency-weighted SVD (counts from en.txt) before any step; "trained" is 200 steps
+  at --config.optimizer.learning_rate=1e-4:
+
+  | rank | factors | table bytes | x smaller | STS-B init | STS-B trained |
+  |------|---------|-------------|-----------|------------|---------------|
+  | 48   | float32 |   5,933,952 | 7.90      |            | 83.63         |
+  | 64   | float32 |   7,911,936 | 5.93      | 84.84      | 84.82         |
+  | 94   | float32 |  11,620,656 | 4.03      | 85.50      | 85.36         |
+  | 96   | float16 |   5,933,952 | 7.90      | 85.58      |               |
+  | 128  | float16 |   7,911,936 | 5.93      | 86.30      | 86.20         |
+  | 160  | float16 |   9,889,920 | 4.74      | 86.58      |               |
+
+  Check 2 of the issue (en.txt, within 1.0 point, >= 4x smaller) holds at rank 128 with
+  float16 factors: 86.20 trained (86.30 at init), 5.93x; in float32 the 4x bound caps the
+  rank at 94, which reaches 85.50 (-1.22) and misses it.
+  Plain (unweighted) SVD is far worse: rank 96 gives 79.37, rank 128 82.14. float16
+  storage costs nothing measurable (rank 128: 86.30 either way). Distillation on en.txt
+  raises fidelity on held-out en.txt lines (rank 94: 0.848 -> 0.868) but not STS-B dev.
 """
 
 from embres import configlib
