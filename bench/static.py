@@ -55,6 +55,7 @@ def trained_rows(path: Path, dims: list[int], texts: list[str], teacher: str) ->
     from embres.static_training import load_hybrid
 
     export = path / "export" if (path / "export").is_dir() else path
+    name = export.parent.name if export.name == "export" else export.name
     rows = []
     if (export / "hybrid.safetensors").exists():
         from safetensors.numpy import load_file
@@ -72,7 +73,7 @@ def trained_rows(path: Path, dims: list[int], texts: list[str], teacher: str) ->
         )
         rows.append(
             {
-                "model": f"embres hybrid ({path.name})",
+                "model": f"embres hybrid ({name})",
                 "dims": int(params["table"].shape[1]),
                 "distill_s": float("nan"),
                 **quality(encode),
@@ -90,7 +91,7 @@ def trained_rows(path: Path, dims: list[int], texts: list[str], teacher: str) ->
         encode = lambda t, m=trained, d=d: m.adapt(t, dims=d)  # noqa: E731
         rows.append(
             {
-                "model": f"embres trained ({path.name})",
+                "model": f"embres trained ({name})",
                 "dims": d,
                 "distill_s": float("nan"),
                 **quality(encode),

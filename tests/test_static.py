@@ -79,3 +79,24 @@ def test_bad_target_dim(tmp_path):
         ModelAdapter(path, target_dim=0)
     with pytest.raises(ValueError, match="exceeds the teacher's width 32"):
         ModelAdapter(path, target_dim=64)
+
+
+def test_fit_trains_through_embres_train_and_keeps_the_width(tmp_path):
+    path = tiny_checkpoint("bert", tmp_path / "b")
+    adapter = ModelAdapter(source_model=path, target_dim=8)
+    texts = ["the man plays guitar", "a cat"]
+    before = adapter.adapt(texts)
+    overrides = {
+        "total_steps": 3,
+        "batch_size": 8,
+        "data.max_length": 12,
+        "optimizer.warmup_steps": 1,
+        "checkpoint.every_steps": 3,
+        "log_every_steps": 1,
+        "eval.sts": False,
+        "eval.heldout_texts": 4,
+    }
+    adapter.fit(overrides, workdir=tmp_path / "work")
+    after = adapter.adapt(texts)
+    assert after.shape == (2, 8) and not np.allclose(before, after)
+    assert (tmp_path / "work" / "export" / "embres_static.json").exists()
