@@ -226,6 +226,29 @@ def load_static(target: str, int8: bool = False, **_):
         )
     adapter = ModelAdapter.load(path, int8=int8)
     embedder = adapter.embedder
+    hybrid_file = path / "hybrid.safetensors"
+    if hybrid_file.exists() and not int8:  # a hybrid: its mixer runs over the static rows
+        from safetensors.numpy import load_file
+
+        from embres.static_training import load_hybrid
+
+        hybrid_encode = load_hybrid(path)
+        params = dict(load_file(str(hybrid_file)))
+
+        def count_hybrid_tokens(texts: list[str]) -> int:
+            return sum(len(ids) for ids in embedder.token_ids(texts))
+
+        info = {
+            "kind": "embres-hybrid",
+            "path": str(path),
+            "dim": adapter.target_dim,
+            "params": params,
+            "table": params["table"],
+            "count_tokens": count_hybrid_tokens,
+            "table_bytes": int(sum(np.asarray(v).nbytes for v in params.values())),
+            "device": "cpu (jax)",
+        }
+        return hybrid_encode, info
     if int8:  # the stored form: int8 rows plus one float32 scale per row
         from safetensors.numpy import load_file
 
