@@ -455,3 +455,16 @@ def test_iter_tfds_texts(tfds_mock):
     assert parse_tfds_spec("glue/stsb").split is None
     with pytest.raises(ValueError, match="cannot parse TFDS spec"):
         parse_tfds_spec("tfds:")
+
+
+def test_tfds_names_work_as_training_corpora(tfds_mock, tmp_path):
+    from embres.data import check_spec, tfds_text_file
+
+    rows = [{"text": f"review number {i}".encode(), "label": np.int64(i % 2)} for i in range(7)]
+    check_spec("tfds:imdb_reviews:train")
+    with tfds_mock(rows):
+        path = tfds_text_file("tfds:imdb_reviews:train", cache_root=str(tmp_path))
+    lines = open(path, encoding="utf-8").read().splitlines()
+    assert lines == [f"review number {i}" for i in range(7)]
+    with pytest.raises(ValueError, match="cannot parse TFDS spec"):
+        check_spec("tfds:")

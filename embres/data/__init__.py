@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-SOURCES = ("text:PATH", "vocab")
+SOURCES = ("text:PATH", "tfds:NAME[/CONFIG][:SPLIT]", "vocab")
 
 
 class Source(Protocol):
@@ -39,6 +39,11 @@ def check_spec(spec: str) -> None:
       FileNotFoundError: for a ``text:`` path that does not exist.
     """
     if spec == "vocab":
+        return
+    if isinstance(spec, str) and spec.startswith("tfds:"):
+        from embres.evaluate.tfds_text import parse_tfds_spec
+
+        parse_tfds_spec(spec)  # raises naming the expected form
         return
     if isinstance(spec, str) and spec.startswith("text:"):
         path = Path(spec[len("text:") :]).expanduser()
@@ -118,8 +123,9 @@ def make_source(
         )
     from embres.data.text import TextSource
 
+    path = tfds_text_file(cfg.source) if cfg.source.startswith("tfds:") else cfg.source[5:]
     return TextSource(
-        cfg.source[len("text:") :],
+        path,
         tokenizer,
         vocab_size=vocab_size,
         pad_id=pad_id,
@@ -130,3 +136,28 @@ def make_source(
         process_index=process_index,
         process_count=process_count,
     )
+
+
+def tfds_text_file(spec: str, cache_root: str | None = None) -> str:
+    """Writes a TFDS split's texts once to a text file (one per line) and returns its path.
+
+    Training then streams it like any ``text:`` corpus, with resumable positions. The file
+    lives under ``$EMBRES_CACHE`` (default ``~/.cache/embres``) and appears only when complete.
+    """
+    import os
+    import re
+
+    from embres.evaluate.tfds_text import iter_tfds_texts
+
+    root = Path(cache_root or os.environ.get("EMBRES_CACHE", "~/.cache/embres")).expanduser()
+    path = root / "tfds" / (re.sub(r"[^A-Za-z0-9._-]+", "_", spec) + ".txt")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        with open(partial, "w", encoding="utf-8") as f:
+            for text in iter_tfds_texts(spec):
+                line = " ".join(text.split())
+                if line:
+                    f.write(line + "\n")
+        partial.replace(path)
+    return str(path)
