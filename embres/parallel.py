@@ -8,6 +8,7 @@ otherwise). ``config.parallel="pmap"`` runs the *same* step under ``jax.pmap`` w
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -17,9 +18,76 @@ import numpy as np
 from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+ENV_VARS = ("EMBRES_COORDINATOR", "EMBRES_NUM_PROCESSES", "EMBRES_PROCESS_ID")
 DATA_AXIS = "data"
 PARALLEL_MODES = ("jit", "pmap")
 _AXIS_ORDER = ("data", "model")
+
+
+def initialize(multihost: bool | None = None) -> bool:
+    """Starts JAX's multi-controller runtime (``jax.distributed``) when asked; call first.
+
+    Must run before anything touches devices. With ``EMBRES_COORDINATOR`` (host:port),
+    ``EMBRES_NUM_PROCESSES`` and ``EMBRES_PROCESS_ID`` set, those are passed to
+    ``jax.distributed.initialize``; with ``multihost=True`` and none of them set, JAX's own
+    cluster detection (SLURM, Cloud TPU VMs, ...) finds the coordinator. On CPU the
+    collectives go over gloo.
+
+    Args:
+      multihost: True (``--multihost``): always initialise; None: only when the
+        ``EMBRES_*`` variables are set; False: never.
+
+    Returns:
+      Whether ``jax.distributed`` was initialised.
+
+    Raises:
+      ValueError: when only some ``EMBRES_*`` variables are set (naming the missing ones),
+        when one is malformed, or when ``--multihost`` finds no cluster to join.
+    """
+    env = {k: os.environ.get(k, "").strip() for k in ENV_VARS}
+    given = [k for k in ENV_VARS if env[k]]
+    if multihost is False or (multihost is None and not given):
+        return False
+    kwargs: dict[str, Any] = {}
+    if given:
+        missing = [k for k in ENV_VARS if not env[k]]
+        if missing:
+            raise ValueError(
+                f"multi-host run: {', '.join(missing)} not set (set all of "
+                f"EMBRES_COORDINATOR=host:port, EMBRES_NUM_PROCESSES=N, EMBRES_PROCESS_ID=i, "
+                f"or none of them to let JAX detect SLURM / Cloud TPU)"
+            )
+        if ":" not in env["EMBRES_COORDINATOR"]:
+            raise ValueError(
+                f"EMBRES_COORDINATOR={env['EMBRES_COORDINATOR']!r}: expected host:port"
+            )
+        try:
+            count, index = int(env["EMBRES_NUM_PROCESSES"]), int(env["EMBRES_PROCESS_ID"])
+        except ValueError:
+            raise ValueError(
+                f"EMBRES_NUM_PROCESSES={env['EMBRES_NUM_PROCESSES']!r} and "
+                f"EMBRES_PROCESS_ID={env['EMBRES_PROCESS_ID']!r} must be integers"
+            ) from None
+        if not 0 <= index < count:
+            raise ValueError(f"EMBRES_PROCESS_ID={index} is not in [0, {count})")
+        kwargs = {
+            "coordinator_address": env["EMBRES_COORDINATOR"],
+            "num_processes": count,
+            "process_id": index,
+        }
+    platforms = jax.config.jax_platforms or os.environ.get("JAX_PLATFORMS", "")
+    if not platforms or "cpu" in platforms:  # only configures the CPU client
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(**kwargs)
+    except ValueError as e:
+        if given:
+            raise
+        raise ValueError(
+            f"--multihost: JAX found no cluster to join ({e}); outside SLURM / Cloud TPU set "
+            f"{', '.join(ENV_VARS)}"
+        ) from None
+    return True
 
 
 def mesh_axes(mesh_cfg: Mapping[str, int]) -> list[tuple[str, int]]:

@@ -39,6 +39,12 @@ from embres.metrics import MetricWriter, check_finite
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file (configs/*.py[:arg]).", lock_config=True
 )
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost",
+    None,
+    "Join a multi-process run via jax.distributed (EMBRES_COORDINATOR/EMBRES_NUM_PROCESSES/"
+    "EMBRES_PROCESS_ID, else SLURM / Cloud TPU detection). Default: only when EMBRES_* are set.",
+)
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints, logs and the export go (default: workdirs/<config>)."
 )
@@ -517,6 +523,7 @@ def main(argv: list[str]) -> None:
     config_path = config_flags.get_config_filename(flags.FLAGS["config"])
     workdir = _WORKDIR.value or default_workdir(config_path)
     try:
+        parallel.initialize(_MULTIHOST.value)  # before anything touches devices
         train_and_evaluate(_CONFIG.value, workdir)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         # Config mistakes and NaN stops are the user's to fix: a message, not a traceback.
