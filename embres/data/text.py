@@ -77,6 +77,14 @@ class TextSource:
             empty_epoch = False
             if mine:
                 lines.append(text)
+        # Step over the other processes' lines of this round, so every process stops at the
+        # same place and a saved position resumes under any process count.
+        while self.line % self.process_count:
+            raw = self._file.readline()
+            if not raw:
+                break  # end of the epoch: the next call wraps
+            if raw.strip():
+                self.line += 1
         return lines
 
     def next_batch(self) -> dict[str, np.ndarray]:
