@@ -156,3 +156,39 @@ def test_text_source_positions_agree_across_processes(tmp_path):
         parts = [s.next_batch()["ids"] for s in halves]
         np.testing.assert_array_equal(np.concatenate(parts)[[0, 4, 1, 5, 2, 6, 3, 7]], whole)
         assert halves[0].get_state() == halves[1].get_state() == one.get_state()
+
+
+@pytest.mark.parametrize(
+    "script, env, message",
+    [
+        ("slurm.sbatch", {}, "SLURM_JOB_ID is not set"),
+        ("tpu_vm.sh", {}, "TPU_NAME is not set"),
+        ("tpu_vm.sh", {"TPU_NAME": "t"}, "ZONE is not set"),
+    ],
+)
+def test_cluster_scripts_name_missing_variables(script, env, message):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TPU_", "ZONE"))}
+    out = subprocess.run(
+        ["bash", str(REPO / "launch" / script)],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 2 and message in out.stderr
+
+
+def test_cluster_scripts_print_what_they_run():
+    env = {**os.environ, "EMBRES_DRY_RUN": "1", "TPU_NAME": "pod", "ZONE": "z"}
+    for script, expected in (
+        ("slurm.sbatch", "srun --ntasks-per-node=1 python -m embres.train --multihost"),
+        ("tpu_vm.sh", "--worker=all --command=cd ~/embres && python -m embres.train --multihost"),
+    ):
+        out = subprocess.run(
+            ["bash", str(REPO / "launch" / script), "configs/lowrank.py", "--workdir=/w"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert out.returncode == 0 and expected in out.stdout and "--workdir=/w" in out.stdout
