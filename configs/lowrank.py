@@ -79,12 +79,5 @@ def get_config(arg: str | None = None):
     c.log_every_steps = 10
 
     if arg.runlocal:
-        c.total_steps = 4
-        c.batch_size = 8
-        c.data.max_length = 16
-        c.optimizer.warmup_steps = 1
-        c.checkpoint.every_steps = 2
-        c.log_every_steps = 1
-        c.eval.heldout_texts = 16
-        c.eval.sts = False
+        configlib.shrink_for_runlocal(c)
     return c

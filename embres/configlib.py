@@ -81,6 +81,19 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def shrink_for_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The ``:runlocal`` sizes every config shares: a seconds-long smoke run, no STS eval."""
+    c.total_steps = 4
+    c.batch_size = 8
+    c.data.max_length = 16
+    c.optimizer.warmup_steps = 1
+    c.checkpoint.every_steps = 2
+    c.log_every_steps = 1
+    c.eval.heldout_texts = 16
+    c.eval.sts = False
+    return c
+
+
 def parse_layers(spec: str, num_layers: int) -> tuple[int, ...]:
     """``"all"``, ``"last"`` or ``"0,3,-1"`` -> hidden-state indices in ``[0, num_layers]``.
 
