@@ -31,22 +31,7 @@ def get_config(arg: str | None = None):
     c.adapter.hidden_dim = 256
     c.adapter.weighting = "none"  # SIF weights from vocabulary distillation instead
 
-    c.objective = configlib.section()
-    c.objective.kind = "static_distill"
-    c.objective.layers = "last"
-    c.objective.loss = "cosine"  # or "mse", "contrastive"
-    c.objective.temperature = 0.05
-    c.objective.matryoshka_dims = ""
-    c.objective.teacher_layer = -1
-    c.objective.sif_coefficient = 1e-4
-
-    c.batch_size = 256
-    c.total_steps = 400
-    c.data.max_length = 64
-    c.data.cache_dir = ""
-    c.optimizer.learning_rate = 1e-2
-    c.optimizer.warmup_steps = 20
-    c.checkpoint.every_steps = 100
+    configlib.static_distill_training(c)
 
     if arg.runlocal:
         configlib.shrink_for_runlocal(c)

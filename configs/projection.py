@@ -35,22 +35,7 @@ def get_config(arg: str | None = None):
     c.adapter.init = "pca"
     c.adapter.weighting = "none"  # SIF weights come from vocabulary distillation
 
-    c.objective = configlib.section()
-    c.objective.kind = "static_distill"
-    c.objective.layers = "last"
-    c.objective.loss = "cosine"  # or "mse", "contrastive"
-    c.objective.temperature = 0.05
-    c.objective.matryoshka_dims = ""  # e.g. "32,64,128": every prefix trained to stand alone
-    c.objective.teacher_layer = -1
-    c.objective.sif_coefficient = 1e-4
-
-    c.batch_size = 256
-    c.total_steps = 400
-    c.data.max_length = 64
-    c.data.cache_dir = ""  # default: <workdir>/cache
-    c.optimizer.learning_rate = 1e-2
-    c.optimizer.warmup_steps = 20
-    c.checkpoint.every_steps = 100
+    configlib.static_distill_training(c)
 
     if arg.runlocal:
         configlib.shrink_for_runlocal(c)

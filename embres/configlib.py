@@ -81,6 +81,26 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def static_distill_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Objective and schedule shared by the static and hybrid students (``static_distill``)."""
+    c.objective = section()
+    c.objective.kind = "static_distill"
+    c.objective.layers = "last"
+    c.objective.loss = "cosine"  # or "mse", "contrastive"
+    c.objective.temperature = 0.05
+    c.objective.matryoshka_dims = ""  # e.g. "32,64,128": every prefix trained to stand alone
+    c.objective.teacher_layer = -1
+    c.objective.sif_coefficient = 1e-4
+    c.batch_size = 256
+    c.total_steps = 400
+    c.data.max_length = 64
+    c.data.cache_dir = ""  # default: <workdir>/cache
+    c.optimizer.learning_rate = 1e-2
+    c.optimizer.warmup_steps = 20
+    c.checkpoint.every_steps = 100
+    return c
+
+
 def shrink_for_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The ``:runlocal`` sizes every config shares: a seconds-long smoke run, no STS eval."""
     c.total_steps = 4
