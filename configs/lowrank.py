@@ -17,6 +17,12 @@ On a text corpus (one sentence per line)::
     python -m embres.train --config=configs/lowrank.py \
         --config.data.source=text:../shared/data/text/en.txt --config.adapter.rank=64
 
+Table rows sharded over a "model" mesh axis (A, its Adam moments and the teacher's own
+table; ``config.sharding_rules``), the batch over "data"; vocabulary rows are padded to a
+multiple of ``config.pad_vocab_to_multiple_of`` (128) so they divide::
+
+    python -m embres.train --config=configs/lowrank.py --config.mesh.data=2 --config.mesh.model=4
+
 Numbers it produced (all-MiniLM-L6-v2, 2 shared CPU cores; STS-B dev Spearman x100 with
 EMBRES_DATA_DIR=../shared/data; teacher 86.72; table 30,522 x 384 float32 = 46,881,792 B):
 
@@ -53,6 +59,8 @@ def get_config(arg: str | None = None):
     """Config for ``configs/lowrank.py[:runlocal,rank=N]``."""
     arg = configlib.parse_arg(arg, runlocal=False, rank=128)
     c = configlib.base_config()
+    # Layout: batch over "data"; vocab rows over "model" (set e.g. --config.mesh.model=8).
+    c.sharding_rules = configlib.VOCAB_ROW_SHARDING
 
     c.adapter = configlib.section()
     c.adapter.type = "lowrank"

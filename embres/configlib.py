@@ -48,9 +48,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.total_steps = 200
     c.log_every_steps = 10
     c.parallel = "jit"
-    c.mesh = ml_collections.ConfigDict({"data": -1})
-    # (regex over "params/..." paths, partition spec) pairs; unmatched leaves are replicated.
+    c.num_devices = -1  # -1: every device; N: the first N (one process only)
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
+    # (regex, partition spec) pairs searched in order; the first match places a leaf and
+    # unmatched leaves are replicated. Regexes see "params/A", "opt_state/.../mu/A" (the
+    # adapter state) and "teacher/word_embeddings/embedding" (the frozen teacher).
     c.sharding_rules = ()
+    # Vocabulary-row arrays (the adapter's A or table, a sharded teacher table) get zero
+    # rows up to this multiple, so they divide over any model axis that divides it.
+    c.pad_vocab_to_multiple_of = 128
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.learning_rate = 1e-3
@@ -79,6 +85,15 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 64
     c.export = True
     return c
+
+
+# Table rows over "model": the low-rank factor A, a static student's table and the teacher's
+# own input table (with their Adam moments); everything else, and all of it while
+# config.mesh.model is 1, replicated. The batch is always split over "data".
+VOCAB_ROW_SHARDING = (
+    (r"(^|/)(A|table)$", ("model", None)),
+    (r"^teacher/(word_embeddings|wte)/embedding$", ("model", None)),
+)
 
 
 def static_distill_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -120,6 +120,36 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[Any] | None = None)
     return Mesh(grid, tuple(n for n, _ in axes))
 
 
+def select_devices(num_devices: int = -1, local: bool = False) -> list[Any]:
+    """The devices a run uses: all (``-1``), or the first ``num_devices`` of one process.
+
+    Raises:
+      ValueError: when ``num_devices`` is out of range, or is set in a multi-process run
+        (every process must take part; size the mesh instead).
+    """
+    devices = jax.local_devices() if local else jax.devices()
+    if num_devices == -1:
+        return devices
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"config.num_devices={num_devices} in a {jax.process_count()}-process run; "
+            "keep it -1 (all devices) and choose the layout with config.mesh"
+        )
+    if not 0 < num_devices <= len(devices):
+        raise ValueError(
+            f"config.num_devices={num_devices}; expected -1 or 1..{len(devices)} "
+            f"({len(devices)} devices are available)"
+        )
+    return devices[:num_devices]
+
+
+def padded_rows(rows: int, multiple: int) -> int:
+    """``rows`` rounded up to a multiple of ``multiple`` (rows of a table sharded by row)."""
+    if not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"config.pad_vocab_to_multiple_of={multiple!r}; expected an int >= 1")
+    return -(-rows // multiple) * multiple
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over ``data``, the rest replicated."""
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
@@ -130,7 +160,38 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def tree_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Sequence]] = ()) -> Any:
+def sharding_for(name: str, mesh: Mesh, rules: Sequence[tuple[str, Sequence]] = ()):
+    """The sharding of the leaf called ``name`` ("a/b/c"): the first rule whose regex
+    matches it (``re.search``), else replicated.
+
+    Raises:
+      ValueError: naming the rule when its spec uses an axis the mesh does not have.
+    """
+    for pattern, spec in rules:
+        if re.search(pattern, name):
+            unknown = [a for a in _spec_axes(spec) if a not in mesh.axis_names]
+            if unknown:
+                raise ValueError(
+                    f"config.sharding_rules: rule ({pattern!r}, {tuple(spec)}) names mesh axes "
+                    f"{unknown}, but config.mesh has {list(mesh.axis_names)}"
+                )
+            return NamedSharding(mesh, PartitionSpec(*spec))
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def _spec_axes(spec: Sequence) -> list[str]:
+    axes = []
+    for entry in spec:
+        if isinstance(entry, str):
+            axes.append(entry)
+        elif entry is not None:
+            axes.extend(entry)
+    return axes
+
+
+def tree_shardings(
+    tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Sequence]] = (), check: bool = False
+) -> Any:
     """Shardings for every leaf of ``tree``: the first regex in ``rules`` matching its path.
 
     Args:
@@ -138,15 +199,26 @@ def tree_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Sequence]] 
       mesh: the mesh the specs refer to.
       rules: ``(regex, spec)`` pairs, e.g. ``("params/A$", ("model", None))``; unmatched
         leaves are replicated.
-    """
-    compiled = [(re.compile(p), PartitionSpec(*spec)) for p, spec in rules]
+      check: raise when a leaf's shape does not divide over the axes its rule names.
 
-    def pick(path, _):
+    Raises:
+      ValueError: with ``check``, naming the leaf, its shape and the rule's spec.
+    """
+
+    def pick(path, leaf):
         name = "/".join(_key_name(k) for k in path)
-        for pattern, spec in compiled:
-            if pattern.search(name):
-                return NamedSharding(mesh, spec)
-        return NamedSharding(mesh, PartitionSpec())
+        sharding = sharding_for(name, mesh, rules)
+        if check and hasattr(leaf, "shape"):
+            for dim, entry in zip(leaf.shape, sharding.spec, strict=False):
+                parts = int(np.prod([mesh.shape[a] for a in _spec_axes([entry])]))
+                if dim % parts:
+                    raise ValueError(
+                        f"{name} of shape {tuple(leaf.shape)} cannot be sharded "
+                        f"{sharding.spec} over mesh {dict(mesh.shape)}: {dim} rows do not "
+                        f"divide into {parts}; set config.pad_vocab_to_multiple_of to a "
+                        f"multiple of {parts} (vocabulary rows) or change config.sharding_rules"
+                    )
+        return sharding
 
     return jax.tree_util.tree_map_with_path(pick, tree)
 
@@ -156,6 +228,15 @@ def _key_name(key: Any) -> str:
         if hasattr(key, attr):
             return str(getattr(key, attr))
     return str(key)
+
+
+def bytes_per_device(tree: Any) -> int:
+    """The most bytes of ``tree``'s arrays that any one of this process's devices holds."""
+    held: dict[Any, int] = {}
+    for leaf in jax.tree.leaves(tree):
+        for shard in leaf.addressable_shards:
+            held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
+    return max(held.values(), default=0)
 
 
 def put_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

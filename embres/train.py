@@ -107,6 +107,40 @@ def replace_table(teacher_params: dict, table_path: tuple[str, ...], table: Any)
     return traverse_util.unflatten_dict(flat)
 
 
+def resize_vocab_rows(params: dict, adapter: Any, rows: int, new_rows: int) -> dict:
+    """``params`` with the adapter's vocab-row leaves (``adapter.VOCAB_ROWS``) padded with
+    zero rows, or cut, from ``rows`` to ``new_rows``; other leaves are untouched."""
+    if rows == new_rows:
+        return params
+    out = dict(params)
+    for key in getattr(adapter, "VOCAB_ROWS", ()):
+        leaf = out[key]
+        if leaf.shape[0] != rows:
+            raise ValueError(f"adapter param {key!r} has {leaf.shape[0]} rows; expected {rows}")
+        if new_rows < rows:
+            out[key] = leaf[:new_rows]
+        else:
+            xp = jnp if isinstance(leaf, jax.Array) else np
+            pad = [(0, new_rows - rows)] + [(0, 0)] * (leaf.ndim - 1)
+            out[key] = xp.pad(leaf, pad)
+    return out
+
+
+def host_model(model: Any) -> Any:
+    """``model`` with its (sharded, padded) input table gathered into one unpadded host copy."""
+    import dataclasses
+
+    from jax.experimental import multihost_utils
+
+    table = get_table(model.params, model.table_path)
+    if not table.is_fully_addressable:
+        table = multihost_utils.process_allgather(table, tiled=True)
+    table = np.asarray(table)[: model.config.vocab_size]
+    return dataclasses.replace(
+        model, params=replace_table(model.params, model.table_path, jnp.asarray(table))
+    )
+
+
 def make_loss_fn(config: ml_collections.ConfigDict, model: Any, adapter: Any, layers: tuple):
     """``loss_fn(params, batch, teacher, rng) -> (loss, aux)``; only ``params`` is trained."""
     obj, pooling = config.objective, model.pooling
@@ -323,6 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     Returns:
       ``{"rows": summary rows, "final_step": int, "step_traces": int, "params": host params,
+      "params_bytes_per_device": the most bytes of trained params on one device (padded),
       "losses": {step: loss}}``.
     """
     workdir = Path(workdir)
@@ -333,16 +368,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     # --- Mesh.
     use_pmap = config.parallel == "pmap"
-    devices = jax.local_devices() if use_pmap else jax.devices()
-    mesh = parallel.make_mesh({"data": len(devices)} if use_pmap else config.mesh.to_dict())
+    devices = parallel.select_devices(config.num_devices, local=use_pmap)
+    mesh = parallel.make_mesh(
+        {"data": len(devices)} if use_pmap else config.mesh.to_dict(), devices
+    )
 
-    # --- Teacher (frozen) and the checks that need its shapes.
-    from embres.models import load_model
+    # --- Teacher (frozen) and the checks that need its shapes. A teacher table that the
+    # rules shard (e.g. rows over "model") is read block by block into its shards.
+    from embres.models import family_of, load_model
 
-    model = load_model(config.model, dtype=config.dtype)
+    table_name = "teacher/" + family_of(config.model).TABLE_PATH
+    rules = () if use_pmap else config.sharding_rules  # the pmap path replicates everything
+    table_sharding = None
+    if not use_pmap:
+        table_sharding = parallel.sharding_for(table_name, mesh, rules)
+    sharded_table = table_sharding is not None and not table_sharding.is_fully_replicated
+    model = load_model(
+        config.model,
+        dtype=config.dtype,
+        table_sharding=table_sharding if sharded_table else None,
+        table_row_multiple=config.pad_vocab_to_multiple_of,
+    )
     layers = configlib.check_with_model(config, model, len(devices))
     adapter = adapters.get(config.adapter.type)
     teacher_params = model.params
+    vocab_size = model.config.vocab_size
+    padded_vocab = parallel.padded_rows(vocab_size, config.pad_vocab_to_multiple_of)
+    if sharded_table:
+        _report(
+            f"teacher table {table_name}: {vocab_size:,} rows (+{padded_vocab - vocab_size} "
+            f"padding) sharded {table_sharding.spec} over {dict(mesh.shape)}; this process "
+            "read only its own devices' rows"
+        )
 
     # --- Static/hybrid students: start from vocabulary distillation; targets cached or in-step.
     distill = config.objective.kind == "static_distill"
@@ -379,7 +436,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         weights = jnp.asarray(source.token_weights(), jnp.float32)
 
     def init_state(rng, table, weights):
-        params = adapter.init(rng, table, config.adapter, weights)
+        params = adapter.init(rng, table[:vocab_size], config.adapter, weights)
+        # Vocab-row params get zero rows up to a fixed multiple, so they divide over any
+        # model axis that divides it and checkpoints fit every mesh; ids never reach them,
+        # so their gradients, Adam moments and updates stay exactly zero.
+        params = resize_vocab_rows(params, adapter, vocab_size, padded_vocab)
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
     table = jnp.asarray(init_table) if distill else get_table(teacher_params, model.table_path)
@@ -387,7 +448,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         weights = jnp.asarray(sif)
     init_args = (jax.random.PRNGKey(config.seed), table, weights)
     abstract = jax.eval_shape(init_state, *init_args)
-    shardings = parallel.tree_shardings(abstract, mesh, config.sharding_rules)
+    shardings = parallel.tree_shardings(abstract, mesh, rules, check=True)
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
@@ -409,10 +470,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     else:
         start_step = 0
         state = jax.jit(init_state, out_shardings=shardings)(*init_args)
-    n_params, n_table = adapters.param_count(abstract["params"]), int(np.prod(table.shape))
+    padding = sum(
+        (padded_vocab - vocab_size) * int(np.prod(abstract["params"][k].shape[1:]))
+        for k in getattr(adapter, "VOCAB_ROWS", ())
+    )
+    n_params = adapters.param_count(abstract["params"]) - padding
+    n_table = vocab_size * table.shape[1]
     _report(
         f"{config.adapter.type} adapter: {n_params:,} trainable params in place of the "
-        f"{table.shape[0]:,} x {table.shape[1]} table ({n_table:,}; {n_table / n_params:.2f}x)"
+        f"{vocab_size:,} x {table.shape[1]} table ({n_table:,}; {n_table / n_params:.2f}x)"
     )
     meta = {"base_model": config.model, "config": json.loads(config.to_json_best_effort())}
     if jax.process_index() == 0:
@@ -442,7 +508,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             return parallel.unreplicate(state)
     else:
         batch_shard = parallel.batch_sharding(mesh)
-        frozen_shardings = parallel.tree_shardings(teacher_params, mesh, config.sharding_rules)
+        frozen_shardings = parallel.tree_shardings(
+            {"teacher": teacher_params}, mesh, rules, check=True
+        )["teacher"]
         frozen = jax.device_put(teacher_params, frozen_shardings)
         jitted = parallel.jit_step(train_step, shardings, batch_shard, frozen_shardings)
 
@@ -475,7 +543,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     final_step = max(start_step, config.total_steps)
     if start_step >= config.total_steps:
         _report(f"{workdir} already holds the final step {start_step}; evaluating only")
+    params_per_device = parallel.bytes_per_device(host_state(state)["params"])
     params = jax.device_get(host_state(state)["params"])
+    params = resize_vocab_rows(params, adapter, padded_vocab, vocab_size)  # drop the padding
+    if sharded_table:  # evaluation and export need the whole table, on every process
+        model = host_model(model)
     if hasattr(adapter, "to_storage"):  # evaluate exactly what is exported
         params = jax.device_get(adapter.to_storage(params, config.adapter))
     ckpt.close()
@@ -506,6 +578,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         "final_step": final_step,
         "step_traces": trace_count[0],
         "params": params,
+        "params_bytes_per_device": params_per_device,
         "losses": losses,
     }
 

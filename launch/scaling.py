@@ -66,12 +66,12 @@ def worker(args) -> dict:
     import optax
 
     sys.path.insert(0, str(REPO))
-    from embres import parallel
+    from embres import configlib, parallel
 
     mesh_cfg = json.loads(args.mesh)
     devices = jax.devices()[: args.devices]
     mesh = parallel.make_mesh(mesh_cfg, devices)
-    rules = [("table$", ("model", None)), ("A$", ("model", None)), ("mu/A$|nu/A$", ("model", None))]
+    rules = configlib.VOCAB_ROW_SHARDING  # the shipped configs' rules: table, A (+ Adam moments)
     rows, dim, rank = args.rows, args.dim, args.rank
     tx = optax.adamw(1e-2)
 
@@ -122,13 +122,6 @@ def worker(args) -> dict:
     jax.block_until_ready(state)
     step_s = (time.perf_counter() - t0) / args.steps
 
-    def max_bytes_per_device(tree):
-        per: dict = {}
-        for leaf in jax.tree.leaves(tree):
-            for shard in leaf.addressable_shards:
-                per[shard.device] = per.get(shard.device, 0) + shard.data.nbytes
-        return max(per.values())
-
     stats = devices[0].memory_stats() or {}
     return {
         "devices": len(devices),
@@ -136,8 +129,8 @@ def worker(args) -> dict:
         "examples_per_s": round(args.batch / step_s, 1),
         "step_time_s": round(step_s, 5),
         "compile_time_s": round(compile_s, 3),
-        "state_bytes_per_device": max_bytes_per_device(state),
-        "table_bytes_per_device": max_bytes_per_device(table),
+        "state_bytes_per_device": parallel.bytes_per_device(state),
+        "table_bytes_per_device": parallel.bytes_per_device(table),
         "table_bytes_total": rows * dim * 4,
         "peak_memory_bytes": stats.get("peak_bytes_in_use", ""),
         "final_loss": float(metrics["loss"]),

@@ -111,3 +111,67 @@ def test_export_round_trip_reloads_identical_params(tmp_path, tiny_bert):
     np.testing.assert_array_equal(
         again.params["layer_0"]["output"]["kernel"], model.params["layer_0"]["output"]["kernel"]
     )
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_sharded_table_reads_only_each_devices_rows(tmp_path, monkeypatch, family):
+    """A row-sharded table is built block by block from the mmapped shards: no read ever
+    returns the whole table, padding rows are zeros, and the model computes the same."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from embres import parallel
+    from embres.models import hf
+
+    path = tiny_checkpoint(family, tmp_path / "m", max_shard_size="20KB")
+    assert (path / "model.safetensors.index.json").exists()
+    reference = load_model(path)
+    whole, blocks = [], []
+    read, read_block = hf._TensorSource.read, hf._TensorSource.read_block
+    monkeypatch.setattr(
+        hf._TensorSource, "read", lambda self, key: whole.append(key) or read(self, key)
+    )
+
+    def spy_block(self, key, index, shape):
+        out = read_block(self, key, index, shape)
+        blocks.append((key, out.shape))
+        return out
+
+    monkeypatch.setattr(hf._TensorSource, "read_block", spy_block)
+    mesh = parallel.make_mesh({"data": 2, "model": 4})
+    sharding = NamedSharding(mesh, PartitionSpec("model", None))
+    model = load_model(path, table_sharding=sharding, table_row_multiple=16)
+
+    vocab, width = reference.embedding_table().shape
+    rows = -(-vocab // 16) * 16
+    table = model.params[model.table_path[0]][model.table_path[1]]
+    assert table.shape == (rows, width) and table.sharding == sharding
+    assert model.key_plan["/".join(model.table_path)][0] not in whole  # never read whole
+    # One block per device (8), each a quarter of the padded rows: a process reads only
+    # the rows its devices hold.
+    assert [shape for _, shape in blocks] == [(rows // 4, width)] * 8
+    np.testing.assert_array_equal(np.asarray(table)[vocab:], 0.0)
+    np.testing.assert_array_equal(
+        np.asarray(model.embedding_table()), np.asarray(reference.embedding_table())
+    )
+    ids = np.array([[3, 5, vocab - 1, 2, 0, 0]]) % vocab
+    mask = np.array([[1, 1, 1, 1, 0, 0]])
+    for a, b in zip(
+        jax.tree.leaves(reference.apply(reference.params, ids, mask, output_hidden_states=True)),
+        jax.tree.leaves(model.apply(model.params, ids, mask, output_hidden_states=True)),
+        strict=True,
+    ):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=0)
+
+
+def test_sharded_table_must_divide(tmp_path, tiny_bert):
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from embres import parallel
+
+    sharding = NamedSharding(parallel.make_mesh({"data": 1, "model": 8}), PartitionSpec("model"))
+    vocab = load_model(tiny_bert).config.vocab_size
+    if vocab % 8 == 0:
+        pytest.skip("tiny vocabulary happens to divide by 8")
+    with pytest.raises(ValueError, match=rf"{vocab} rows do not divide evenly; pad them"):
+        load_model(tiny_bert, table_sharding=sharding)

@@ -57,6 +57,23 @@ def test_two_processes_match_one_process_and_resume_across(tmp_path):
     assert jax.process_count() == 1 and len(ref["losses"]) == STEPS
 
     # Two processes, four devices each, through the launch script.
+    def launch(workdir, *extra):
+        env = {**os.environ, "EMBRES_DEVICES_PER_PROCESS": "4", "EMBRES_LOG_DIR": str(workdir)}
+        cmd = ["bash", str(REPO / "launch" / "multiprocess.sh"), "2", "configs/lowrank.py:runlocal"]
+        cmd += [f"--workdir={workdir}", *flags, *extra]
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
+        )
+        logs = proc.stdout + proc.stderr
+        if (workdir / "process_1.log").exists():
+            logs += "\n--- process 1 ---\n" + (workdir / "process_1.log").read_text()
+        assert proc.returncode == 0, logs[-4000:]
+        assert "EMBRES_NUM_PROCESSES=2" in proc.stdout  # the script says what it runs
+        rows = [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
+        return proc.stdout, {
+            r["step"]: r["loss"] for r in rows if "loss" in r and "summary" not in r
+        }
+
     flags = [
         f"--config.model={model_dir}",
         "--config.eval.sts=False",
@@ -65,20 +82,7 @@ def test_two_processes_match_one_process_and_resume_across(tmp_path):
         "--config.adapter.storage_dtype=float32",
         *(f"--config.{k}={v}" for k, v in overrides.items()),
     ]
-    env = {**os.environ, "EMBRES_DEVICES_PER_PROCESS": "4", "EMBRES_LOG_DIR": str(tmp_path)}
-    cmd = ["bash", str(REPO / "launch" / "multiprocess.sh"), "2", "configs/lowrank.py:runlocal"]
-    cmd += [f"--workdir={tmp_path / 'two'}", *flags]
-    proc = subprocess.run(
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=360, check=False
-    )
-    logs = proc.stdout + proc.stderr
-    if (tmp_path / "process_1.log").exists():
-        logs += "\n--- process 1 ---\n" + (tmp_path / "process_1.log").read_text()
-    assert proc.returncode == 0, logs[-4000:]
-    assert "EMBRES_NUM_PROCESSES=2" in proc.stdout  # the script says what it runs
-
-    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").open()]
-    two_losses = {r["step"]: r["loss"] for r in rows if "loss" in r and "summary" not in r}
+    _, two_losses = launch(tmp_path / "two")
     assert sorted(two_losses) == list(range(1, STEPS + 1))
     np.testing.assert_allclose(
         [two_losses[s] for s in sorted(two_losses)],
@@ -106,6 +110,22 @@ def test_two_processes_match_one_process_and_resume_across(tmp_path):
         assert abs(loss - ref["losses"][s]) <= 1e-5, (s, loss, ref["losses"][s])
     for k, v in _flat_params(resumed["params"]).items():
         np.testing.assert_allclose(v, ref_params[k], atol=1e-5, rtol=0, err_msg=k)
+
+    # And the other way: the one-process checkpoint of step 2 resumes in two processes, on
+    # a data x model mesh (A's rows sharded, the teacher's table read shard by shard).
+    two_resumed = tmp_path / "two_resumed"
+    shutil.copytree(tmp_path / "one" / "checkpoints", two_resumed / "checkpoints")
+    for step_dir in (two_resumed / "checkpoints").iterdir():
+        if step_dir.name.isdigit() and int(step_dir.name) > 2:
+            shutil.rmtree(step_dir)
+    out, losses = launch(two_resumed, "--config.mesh.data=4", "--config.mesh.model=2")
+    assert "resumed from step 2" in out and "sharded P('model', None)" in out
+    assert sorted(losses) == list(range(3, STEPS + 1))
+    for s, loss in losses.items():
+        assert abs(loss - ref["losses"][s]) <= 1e-5, (s, loss, ref["losses"][s])
+    resumed_two = load_file(str(two_resumed / "export" / "adapter" / "adapter.safetensors"))
+    for k, v in ref_params.items():
+        np.testing.assert_allclose(resumed_two[k], v, atol=1e-5, rtol=0, err_msg=k)
 
 
 def test_initialize_needs_every_variable_or_none(monkeypatch):

@@ -55,3 +55,57 @@ def test_jit_and_pmap_give_the_same_run(tmp_path):
         jax.tree.leaves(runs["jit"]["params"]), jax.tree.leaves(runs["pmap"]["params"]), strict=True
     ):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_data_model_and_mixed_meshes_match_one_device(tmp_path, capsys):
+    """Check 1 of the scale-out issue: the low-rank config trains the same on 1 device and on
+    8 devices split data-only, model-only (table rows sharded) and data x model."""
+    model_dir = tiny_checkpoint("bert", tmp_path / "tiny", hidden_size=32, num_layers=2)
+    layouts = {
+        "one": (1, {"data": 1, "model": 1}),
+        "data8": (-1, {"data": 8, "model": 1}),
+        "model8": (-1, {"data": 1, "model": 8}),
+        "mixed": (-1, {"data": 2, "model": 4}),
+    }
+    runs = {}
+    for name, (num_devices, mesh) in layouts.items():
+        config = tiny_config(model_dir, total_steps=5, batch_size=16, num_devices=num_devices)
+        config.mesh.data, config.mesh.model = mesh["data"], mesh["model"]
+        config.optimizer.learning_rate = 1e-2
+        runs[name] = train.train_and_evaluate(config, tmp_path / name)
+        assert runs[name]["step_traces"] == 1
+    printed = capsys.readouterr().out
+    # The teacher's table was read shard by shard for the model-sharded layouts.
+    assert "sharded P('model', None) over {'data': 1, 'model': 8}" in printed
+    ref = runs["one"]
+    ref_losses = np.array(list(ref["losses"].values()))
+    assert len(ref_losses) == 5 and ref_losses[-1] < ref_losses[0]
+    for name in ("data8", "model8", "mixed"):
+        losses = np.array(list(runs[name]["losses"].values()))
+        np.testing.assert_allclose(losses, ref_losses, atol=1e-5, rtol=0, err_msg=name)
+        for a, b in zip(
+            jax.tree.leaves(ref["params"]), jax.tree.leaves(runs[name]["params"]), strict=True
+        ):
+            assert a.shape == b.shape  # padding rows are gone again
+            np.testing.assert_allclose(
+                np.asarray(b), np.asarray(a), atol=1e-5, rtol=0, err_msg=name
+            )
+    # A [128 padded rows, 8] and B [8, 32], float32: A's rows split 8 and 4 ways.
+    a_bytes, b_bytes = 128 * 8 * 4, 8 * 32 * 4
+    assert runs["one"]["params_bytes_per_device"] == a_bytes + b_bytes
+    assert runs["data8"]["params_bytes_per_device"] == a_bytes + b_bytes
+    assert runs["model8"]["params_bytes_per_device"] == a_bytes // 8 + b_bytes
+    assert runs["mixed"]["params_bytes_per_device"] == a_bytes // 4 + b_bytes
+
+
+def test_indivisible_sharding_is_reported(tmp_path):
+    model_dir = tiny_checkpoint("bert", tmp_path / "tiny", hidden_size=32, num_layers=2)
+    config = tiny_config(model_dir, pad_vocab_to_multiple_of=1)
+    config.mesh.data, config.mesh.model = 1, 8
+    with pytest.raises(ValueError, match=r"43 rows do not divide.*pad_vocab_to_multiple_of"):
+        train.train_and_evaluate(config, tmp_path / "w")
+    config = tiny_config(model_dir, num_devices=3)
+    config.mesh.data = 8
+    with pytest.raises(ValueError, match=r"needs 8 devices; 3 are available"):
+        train.train_and_evaluate(config, tmp_path / "w2")

@@ -13,6 +13,8 @@ The contract every adapter module offers (no hidden state, no globals):
   that is not static, e.g. a contextual one).
 * ``output_dim(cfg, table_shape) -> int`` and ``table_bytes(params, table_shape) -> int``:
   the width of the vectors and the bytes the adapter needs in place of the table.
+* ``VOCAB_ROWS``: the top-level param keys with one row per vocabulary entry; training pads
+  them with zero rows (``config.pad_vocab_to_multiple_of``) so they can be row-sharded.
 * optional ``to_storage(params, cfg) -> params``: the params as exported (e.g. cast to a
   smaller dtype); evaluation and export use this form.
 

@@ -23,6 +23,9 @@ import jax.numpy as jnp
 
 from embres.adapters import static
 
+# Params with one row per vocabulary entry (padded and row-sharded like the table).
+VOCAB_ROWS = ("table",)
+
 
 def check_config(cfg: Any, table_shape: tuple[int, int]) -> None:
     """Checks ``target_dim``, ``kernel_size`` (odd, ≥ 1) and ``hidden_dim`` (> 0)."""

@@ -19,6 +19,8 @@ import jax.numpy as jnp
 
 INITS = ("svd", "random")
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
+# Params with one row per vocabulary entry (padded and row-sharded like the table).
+VOCAB_ROWS = ("A",)
 
 
 def _target_dim(cfg: Any) -> int | None:

@@ -14,6 +14,9 @@ import jax.numpy as jnp
 
 INITS = ("pca", "random")
 
+# No params with one row per vocabulary entry: the rows come from the frozen table.
+VOCAB_ROWS = ()
+
 
 def check_config(cfg: Any, table_shape: tuple[int, int]) -> None:
     """Checks ``target_dim`` and ``init``; raises ``ValueError`` naming the key."""

@@ -13,6 +13,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+# Params with one row per vocabulary entry (padded and row-sharded like the table).
+VOCAB_ROWS = ("table",)
+
 
 def check_config(cfg: Any, table_shape: tuple[int, int]) -> None:
     """``target_dim`` must be in 1..table width; raises ``ValueError`` naming the key."""

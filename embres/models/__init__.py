@@ -68,18 +68,29 @@ class LoadedModel:
         return tuple(self.family.TABLE_PATH.split("/"))
 
     def embedding_table(self) -> jax.Array:
-        """The static input table [vocab, d]."""
+        """The static input table [vocab, d] (without any padding rows added for sharding)."""
         node = self.params
         for part in self.table_path:
             node = node[part]
-        return node
+        return node if node.shape[0] == self.config.vocab_size else node[: self.config.vocab_size]
 
     def save(self, directory: str | os.PathLike, params: dict[str, Any] | None = None) -> Path:
         """Writes (possibly modified) params as a Hugging Face directory; see ``hf.save_checkpoint``."""
         return hf.save_checkpoint(self, self.params if params is None else params, directory)
 
     def apply(self, params: dict[str, Any], input_ids, attention_mask, **kwargs) -> dict[str, Any]:
-        """Runs the module: ``module.apply({"params": params}, input_ids, attention_mask, ...)``."""
+        """Runs the module: ``module.apply({"params": params}, input_ids, attention_mask, ...)``.
+
+        A table padded with extra rows (so it divides over a mesh axis, see ``load_model``)
+        is looked up here and passed as ``inputs_embeds``: the same vectors, and the port's
+        own embedding layer, which insists on ``vocab_size`` rows, is never called.
+        """
+        if kwargs.get("inputs_embeds") is None:
+            node = params
+            for part in self.table_path:
+                node = node[part]
+            if node.shape[0] != self.config.vocab_size:
+                kwargs["inputs_embeds"] = jnp.take(node, input_ids, axis=0)
         return self.module.apply({"params": params}, input_ids, attention_mask, **kwargs)
 
 
@@ -130,6 +141,21 @@ def resolve(name_or_path: str | os.PathLike, allow_download: bool = True) -> Pat
     )
 
 
+def family_of(name_or_path: str | os.PathLike, allow_download: bool = True) -> ModuleType:
+    """The port (``bert``, ``xlmr``, ``gpt2``) a model loads into, from its ``config.json``.
+
+    Raises:
+      ValueError: when the checkpoint's ``model_type`` is not ported.
+    """
+    path = resolve(name_or_path, allow_download=allow_download)
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    if model_type not in FAMILIES:
+        raise ValueError(
+            f"{path}: model_type={model_type!r} is not ported; supported: {sorted(FAMILIES)}"
+        )
+    return FAMILIES[model_type]
+
+
 def _sentence_defaults(path: Path, family: ModuleType) -> tuple[str, bool, int | None]:
     """(pooling, normalize, max_seq_length) from sentence-transformers files, else the family's."""
     pooling, normalize, max_len = DEFAULT_POOLING[family], False, None
@@ -163,6 +189,8 @@ def load_model(
     allow_pickle: bool = False,
     allow_download: bool = True,
     with_tokenizer: bool = True,
+    table_sharding: jax.sharding.Sharding | None = None,
+    table_row_multiple: int = 1,
 ) -> LoadedModel:
     """Loads a Hugging Face checkpoint into the matching Flax port.
 
@@ -173,23 +201,37 @@ def load_model(
       allow_pickle: permit ``pytorch_model.bin`` via ``torch.load(weights_only=True)``.
       allow_download: permit a hub download when the model is not cached.
       with_tokenizer: load the tokenizer too (needs tokenizer files in the directory).
+      table_sharding: build the input table as a global array with this sharding (e.g.
+        rows over a ``model`` mesh axis): each process reads only its own devices' rows
+        from the mmapped safetensors, so a 256k-row table never sits whole in one host's
+        memory.
+      table_row_multiple: with ``table_sharding``, zero rows are appended so the row count
+        is a multiple of this (a row-sharded axis must divide it); ids never reach them.
     """
     path = resolve(name_or_path, allow_download=allow_download)
     hf_config = json.loads((path / "config.json").read_text())
-    model_type = hf_config.get("model_type")
-    if model_type not in FAMILIES:
-        raise ValueError(
-            f"{path}: model_type={model_type!r} is not ported; supported: {sorted(FAMILIES)}"
-        )
-    family = FAMILIES[model_type]
+    family = family_of(path)
     config = family.Config.from_hf_config(hf_config)
     module = MODULE_CLASSES[family](
         config, dtype=layers.resolve_dtype(dtype), param_dtype=layers.resolve_dtype(param_dtype)
     )
     dummy = jnp.ones((1, 2), jnp.int32)
     shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), dummy, dummy))["params"]
+    placements = None
+    if table_sharding is not None:
+        rows = -(-config.vocab_size // table_row_multiple) * table_row_multiple
+        width = shapes
+        for part in family.TABLE_PATH.split("/"):
+            width = width[part]
+        placements = {family.TABLE_PATH: (table_sharding, (rows, *width.shape[1:]))}
     params, key_plan = hf.load_params(
-        path, shapes, family.KEY_MAP, family.IGNORED_KEYS, module.param_dtype, allow_pickle
+        path,
+        shapes,
+        family.KEY_MAP,
+        family.IGNORED_KEYS,
+        module.param_dtype,
+        allow_pickle,
+        placements=placements,
     )
     pooling, normalize, st_max_len = _sentence_defaults(path, family)
     tokenizer = None

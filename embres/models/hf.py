@@ -84,13 +84,13 @@ class _TensorSource:
                 f"or (with allow_pickle=True) {PICKLE}"
             )
 
-    def _open(self, path: Path):
+    def _open(self, path: Path, framework: str = "flax"):
         from safetensors import safe_open
 
-        if path not in self._handles:
+        if (path, framework) not in self._handles:
             # framework="flax" reads bfloat16 too (numpy cannot); the file stays mmapped.
-            self._handles[path] = safe_open(str(path), framework="flax")
-        return self._handles[path]
+            self._handles[path, framework] = safe_open(str(path), framework=framework)
+        return self._handles[path, framework]
 
     def shape(self, key: str) -> tuple[int, ...]:
         if self._pickle is not None:
@@ -104,6 +104,33 @@ class _TensorSource:
                 tensor.float().numpy() if tensor.is_floating_point() else tensor.numpy()
             )
         return self._open(self.key_to_file[key]).get_tensor(key)
+
+    def read_block(
+        self, key: str, index: tuple[slice, ...], global_shape: tuple[int, ...]
+    ) -> np.ndarray:
+        """Only the block ``tensor[index]`` of a (padded) ``global_shape``, read from the mmap.
+
+        Rows past the end of the stored tensor (padding) come back as zeros.
+        """
+        full = self.shape(key)
+        bounds = [s.indices(n) for s, n in zip(index, global_shape, strict=False)]
+        bounds += [(0, n, 1) for n in global_shape[len(bounds) :]]
+        stored = tuple(
+            slice(min(a, n), min(b, n)) for (a, b, _), n in zip(bounds, full, strict=True)
+        )
+        if any(b.start == b.stop for b in stored):  # a block of padding only
+            block = np.zeros((0,) * len(stored), np.float32)
+        elif self._pickle is not None:
+            block = self._pickle[key][stored].float().numpy()
+        else:
+            handle = self._open(self.key_to_file[key])
+            if handle.get_slice(key).get_dtype() != "BF16":
+                handle = self._open(self.key_to_file[key], "numpy")  # no trip via a device
+            block = np.asarray(handle.get_slice(key)[stored])
+        wanted = tuple(b - a for a, b, _ in bounds)
+        if block.shape != wanted:  # the block reaches into padding rows
+            block = np.pad(block, [(0, w - g) for w, g in zip(wanted, block.shape, strict=True)])
+        return block
 
 
 def _match(key: str, key_map: list[tuple[str, str, str | None]]) -> tuple[str, str | None] | None:
@@ -121,6 +148,7 @@ def load_params(
     ignored_keys: list[str],
     param_dtype: jnp.dtype = jnp.float32,
     allow_pickle: bool = False,
+    placements: dict[str, tuple[jax.sharding.Sharding, tuple[int, ...]]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, tuple[str, str | None]]]:
     """Reads a checkpoint directory into a parameter tree shaped like ``target_shapes``.
 
@@ -132,6 +160,11 @@ def load_params(
       param_dtype: dtype the parameters are stored in.
       allow_pickle: load ``pytorch_model.bin`` (through ``torch.load(weights_only=True)``)
         when no safetensors exist.
+      placements: ``{embres path: (sharding, global shape)}`` for parameters built as
+        sharded global arrays: each process reads only the blocks its own devices hold,
+        straight from the mmapped file, so the whole tensor is never in one host's memory.
+        The global shape may have more rows than the checkpoint (zero padding, so rows
+        divide evenly over a mesh axis). Only untransposed tensors can be placed.
 
     Returns:
       ``(params, plan)`` where ``plan`` maps each embres path to its (checkpoint key,
@@ -166,7 +199,36 @@ def load_params(
         raise CheckpointMismatchError(source.description, missing, unexpected, misshapen)
 
     flat = {}
+    placements = placements or {}
+    for path, (sharding, shape) in placements.items():
+        if path not in plan or plan[path][1] is not None:
+            raise ValueError(f"cannot place {path!r} block-wise: not a plain checkpoint tensor")
+        if shape[1:] != tuple(expected[path].shape)[1:] or shape[0] < expected[path].shape[0]:
+            raise ValueError(
+                f"placement of {path!r}: global shape {shape} must keep the checkpoint's "
+                f"{tuple(expected[path].shape)} (rows may only grow, as padding)"
+            )
+        try:
+            sharding.shard_shape(shape)
+        except ValueError:  # jax's IndivisibleError is a ValueError
+            mesh = getattr(sharding, "mesh", None)
+            raise ValueError(
+                f"{path} of shape {shape} cannot be sharded {getattr(sharding, 'spec', sharding)}"
+                f" over mesh {dict(mesh.shape) if mesh else '?'}: {shape[0]} rows do not divide "
+                "evenly; pad them (config.pad_vocab_to_multiple_of, or "
+                "load_model(table_row_multiple=...))"
+            ) from None
+        key = plan[path][0]
+        flat[tuple(path.split("/"))] = jax.make_array_from_callback(
+            shape,
+            sharding,
+            lambda index, key=key, shape=shape: source.read_block(key, index, shape).astype(
+                param_dtype
+            ),
+        )
     for path, (key, transform) in plan.items():
+        if path in placements:
+            continue
         tensor = source.read(key)
         if transform == "T":
             tensor = tensor.T
