@@ -34,15 +34,28 @@ setup(
             # CPU wheel on our machines; an unpinned torch pulls a multi-GB CUDA build.
             "torch==2.13.0",
             "sentence-transformers",
-            "model2vec",
+            # [distill]: notebooks/03 distils a Model2Vec peer (skeletoken, transformers < 5.4)
+            "model2vec[distill]",
             "pytest",
             "pytest-timeout",
             "chex",
             "ruff",
+            # CI executes notebooks/ (nbconvert brings the `jupyter nbconvert` command)
+            "nbconvert",
             "nbclient",
             "ipykernel",
             "tensorflow-cpu>=2.16",
             "tensorflow-datasets>=4.9",
+        ],
+        # What notebooks/ need beyond embres (Colab has torch already; elsewhere install the
+        # torch wheel you want first, or use [test], which pins the CPU one).
+        "notebooks": [
+            "matplotlib",
+            "ipykernel",
+            "nbconvert",
+            "nbclient",
+            "model2vec[distill]",
+            "sentence-transformers",
         ],
     },
 )
