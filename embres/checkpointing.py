@@ -7,7 +7,9 @@ run leaves either a whole checkpoint or a temporary one that is never read.
 
 ``restore`` tries the newest step first; a checkpoint that fails to load, or whose
 fingerprint does not match its arrays, is reported, moved to ``corrupt_checkpoints/`` next
-to the checkpoint folder, and the previous one is used.
+to the checkpoint folder, and the previous one is used. A whole checkpoint whose shapes do
+not fit the run (another rank, another config) is not corrupt: it is left in place and the
+run stops with :class:`CheckpointShapeError` naming the shapes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,24 @@ ITEMS = ("state", "data", "meta")
 
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint whose arrays do not match the fingerprint saved with them."""
+
+
+class CheckpointShapeError(ValueError):
+    """A readable checkpoint written for other shapes than the run's (a changed config)."""
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    # Paths as "a/0/b": the saved metadata turns tuples and named tuples into dicts.
+    def name(path) -> str:
+        return "/".join(
+            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path
+        )
+
+    return {
+        name(path): tuple(leaf.shape)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if hasattr(leaf, "shape")
+    }
 
 
 def fingerprint(tree: Any) -> list[list[float]]:
@@ -72,7 +92,14 @@ class Checkpointer:
             create=True,
             enable_async_checkpointing=False,
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        handlers = {
+            "state": ocp.StandardCheckpointHandler(),
+            "data": ocp.JsonCheckpointHandler(),
+            "meta": ocp.JsonCheckpointHandler(),
+        }
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=ITEMS, item_handlers=handlers
+        )
 
     def all_steps(self) -> list[int]:
         """Complete checkpoints on disk, oldest first."""
@@ -111,6 +138,7 @@ class Checkpointer:
         for partial in self._partial_dirs():
             self.report(f"ignoring partial checkpoint {partial} (a save was interrupted)")
         for step in reversed(self.all_steps()):
+            self._check_shapes(step, abstract_state)
             try:
                 restored = self.manager.restore(
                     step,
@@ -131,6 +159,30 @@ class Checkpointer:
                 )
                 self._quarantine(step)
         return None
+
+    def _check_shapes(self, step: int, abstract_state: Any) -> None:
+        """Raises :class:`CheckpointShapeError` when ``step`` holds other shapes than the run's.
+
+        Unreadable metadata is left to ``restore``, which treats it as corruption.
+        """
+        try:
+            saved = _shapes(self.manager.item_metadata(step)["state"])
+        except Exception:  # noqa: BLE001 - judged (and reported) by the restore that follows
+            return
+        wanted = _shapes(abstract_state)
+        differ = [
+            f"{k}: saved {saved.get(k)}, this run {v}"
+            for k, v in wanted.items()
+            if saved.get(k) != v
+        ]
+        differ += [f"{k}: saved {v}, not in this run" for k, v in saved.items() if k not in wanted]
+        if differ:
+            raise CheckpointShapeError(
+                f"checkpoint at step {step} in {self.directory} was written for other shapes "
+                f"({len(differ)} arrays differ; {'; '.join(differ[:4])}). The config changed "
+                "since (see train_config.json next to it): resume with that config or use "
+                "another --workdir; the checkpoint is left as it is"
+            )
 
     def _quarantine(self, step: int) -> None:
         """Moves a bad step folder aside (kept for inspection) so it is never read again."""

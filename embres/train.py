@@ -397,8 +397,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if sharded_table:
         _report(
             f"teacher table {table_name}: {vocab_size:,} rows (+{padded_vocab - vocab_size} "
-            f"padding) sharded {table_sharding.spec} over {dict(mesh.shape)}; this process "
-            "read only its own devices' rows"
+            f"padding) sharded {table_sharding.spec} over {dict(mesh.shape)}, read block by "
+            "block: only the rows this process's devices hold"
         )
 
     # --- Static/hybrid students: start from vocabulary distillation; targets cached or in-step.

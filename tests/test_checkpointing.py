@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from embres.checkpointing import Checkpointer
+from embres.checkpointing import Checkpointer, CheckpointShapeError
 from embres.testing import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +83,18 @@ def test_silently_changed_arrays_fail_the_fingerprint(tmp_path):
     ckpt = Checkpointer(tmp_path / "ckpt", every_steps=1, keep=3, report=messages.append)
     assert ckpt.restore(_abstract())[0] == 1
     assert any("fingerprint" in m and "step 2" in m for m in messages), messages
+
+
+def test_checkpoint_of_other_shapes_stops_the_run_and_is_kept(tmp_path):
+    ckpt = Checkpointer(tmp_path / "ckpt", every_steps=1, keep=3)
+    ckpt.save(1, _state(1.0), {"pos": 1}, {"base_model": "m"})
+    wider = jax.tree.map(lambda x: x, _abstract())
+    wider["params"]["A"] = jax.ShapeDtypeStruct((4, 5), jnp.float32)  # e.g. another rank
+    with pytest.raises(CheckpointShapeError, match=r"params/A: saved \(4, 3\), this run \(4, 5\)"):
+        ckpt.restore(wider)
+    assert ckpt.all_steps() == [1]  # not quarantined: it is whole, just not for this config
+    assert ckpt.restore(_abstract())[0] == 1
+    ckpt.close()
 
 
 def test_partial_checkpoint_is_ignored(tmp_path):
