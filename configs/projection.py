@@ -26,19 +26,5 @@ from embres import configlib
 def get_config(arg: str | None = None):
     """Config for ``configs/projection.py[:runlocal,target_dim=N]``."""
     arg = configlib.parse_arg(arg, runlocal=False, target_dim=0)
-    c = configlib.base_config()
-    # Layout: batch over "data"; vocab rows over "model" (set e.g. --config.mesh.model=8).
-    c.sharding_rules = configlib.VOCAB_ROW_SHARDING
-
-    c.adapter = configlib.section()
-    c.adapter.type = "static"  # or "projection": a learned map over the distilled rows
-    # runlocal is a smoke run: a width any teacher, even a tiny test model, has.
-    c.adapter.target_dim = arg.target_dim or (16 if arg.runlocal else 256)
-    c.adapter.init = "pca"
-    c.adapter.weighting = "none"  # SIF weights come from vocabulary distillation
-
-    configlib.static_distill_training(c)
-
-    if arg.runlocal:
-        configlib.shrink_for_runlocal(c)
-    return c
+    # The body lives in the package so ``ModelAdapter.fit`` works from any install.
+    return configlib.static_student_config(arg.target_dim or None, arg.runlocal)

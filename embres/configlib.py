@@ -116,6 +116,32 @@ def static_distill_training(c: ml_collections.ConfigDict) -> ml_collections.Conf
     return c
 
 
+def static_student_config(
+    target_dim: int | None = None, runlocal: bool = False
+) -> ml_collections.ConfigDict:
+    """The static student of ``configs/projection.py`` (also what ``ModelAdapter.fit`` trains).
+
+    Args:
+      target_dim: the student's width (default 256; 16 with ``runlocal``).
+      runlocal: shrink to a seconds-long smoke run.
+    """
+    c = base_config()
+    # Layout: batch over "data"; vocab rows over "model" (set e.g. --config.mesh.model=8).
+    c.sharding_rules = VOCAB_ROW_SHARDING
+
+    c.adapter = section()
+    c.adapter.type = "static"  # or "projection": a learned map over the distilled rows
+    # runlocal is a smoke run: a width any teacher, even a tiny test model, has.
+    c.adapter.target_dim = target_dim or (16 if runlocal else 256)
+    c.adapter.init = "pca"
+    c.adapter.weighting = "none"  # SIF weights come from vocabulary distillation
+
+    static_distill_training(c)
+    if runlocal:
+        shrink_for_runlocal(c)
+    return c
+
+
 def shrink_for_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The ``:runlocal`` sizes every config shares: a seconds-long smoke run, no STS eval."""
     c.total_steps = 4

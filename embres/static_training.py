@@ -200,26 +200,21 @@ def load_hybrid(directory: str | os.PathLike):
 
 
 def fit_adapter(model_adapter, config_or_overrides=None, workdir=None):
-    """Trains ``model_adapter`` with ``configs/projection.py`` (or a given config); returns it.
+    """Trains ``model_adapter`` as ``configs/projection.py`` does (or with a given config).
 
     The trained table replaces the adapter's table; the run's workdir keeps checkpoints,
     metrics and an export that ``ModelAdapter.load`` reads.
     """
-    import importlib.util
-
     import ml_collections
 
+    from embres import configlib
     from embres.model_adapter import ModelAdapter
     from embres.train import train_and_evaluate
 
     if isinstance(config_or_overrides, ml_collections.ConfigDict):
         config = config_or_overrides
     else:
-        path = Path(__file__).resolve().parents[1] / "configs" / "projection.py"
-        spec = importlib.util.spec_from_file_location("embres_projection_config", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        config = module.get_config()
+        config = configlib.static_student_config()
         config.model = model_adapter.source_path or model_adapter.source_model
         config.adapter.target_dim = model_adapter.target_dim
         for key, value in (config_or_overrides or {}).items():
