@@ -175,12 +175,24 @@ class Checkpointer:
             for k, v in wanted.items()
             if saved.get(k) != v
         ]
+        differ = [d.replace("saved None", "not in the checkpoint") for d in differ]
         differ += [f"{k}: saved {v}, not in this run" for k, v in saved.items() if k not in wanted]
         if differ:
+            rows_only = all(
+                k in saved and saved[k][1:] == v[1:] and saved[k] != v
+                for k, v in wanted.items()
+                if saved.get(k) != v
+            ) and all(k in wanted for k in saved)
+            hint = (
+                "Only the vocabulary rows differ: it was written with another "
+                "config.pad_vocab_to_multiple_of (1 before padding existed); set that value "
+                if rows_only
+                else "The config changed since (see train_config.json next to it): resume "
+                "with that config "
+            )
             raise CheckpointShapeError(
                 f"checkpoint at step {step} in {self.directory} was written for other shapes "
-                f"({len(differ)} arrays differ; {'; '.join(differ[:4])}). The config changed "
-                "since (see train_config.json next to it): resume with that config or use "
+                f"({len(differ)} arrays differ; {'; '.join(differ[:4])}). {hint}or use "
                 "another --workdir; the checkpoint is left as it is"
             )
 

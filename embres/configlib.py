@@ -221,7 +221,7 @@ def check_static(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def check_with_model(config: ml_collections.ConfigDict, model: Any, num_devices: int) -> tuple:
+def check_with_model(config: ml_collections.ConfigDict, model: Any, data_size: int) -> tuple:
     """Checks against the loaded teacher; returns the hidden-state layers to distil.
 
     Raises:
@@ -246,9 +246,10 @@ def check_with_model(config: ml_collections.ConfigDict, model: Any, num_devices:
             f"config.data.max_length={config.data.max_length}; expected <= {model.max_length} "
             "(the model's limit)"
         )
-    if config.batch_size % num_devices:
+    if config.batch_size % data_size:
         raise ValueError(
-            f"config.batch_size={config.batch_size} must be a multiple of the {num_devices} devices"
+            f"config.batch_size={config.batch_size} must be a multiple of the data axis "
+            f"({data_size} devices split the batch)"
         )
     return layers
 

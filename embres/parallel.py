@@ -116,6 +116,14 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[Any] | None = None)
             f"config.mesh={dict(mesh_cfg)} needs {int(np.prod(sizes))} devices; "
             f"{len(devices)} are available"
         )
+    processes = len({getattr(d, "process_index", 0) for d in devices})
+    data_size = sizes[[n for n, _ in axes].index(DATA_AXIS)]
+    if data_size % processes:
+        raise ValueError(
+            f"config.mesh={dict(mesh_cfg)}: the data axis ({data_size}) must be a multiple of "
+            f"the {processes} processes, since each process feeds its own rows of the batch; "
+            "make config.mesh.data larger and config.mesh.model smaller"
+        )
     grid = np.asarray(devices, dtype=object).reshape(sizes)
     return Mesh(grid, tuple(n for n, _ in axes))
 
@@ -237,6 +245,18 @@ def bytes_per_device(tree: Any) -> int:
         for shard in leaf.addressable_shards:
             held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
     return max(held.values(), default=0)
+
+
+def to_host(tree: Any) -> Any:
+    """Numpy copies of every leaf, gathered from all processes where one process lacks rows."""
+    from jax.experimental import multihost_utils
+
+    def fetch(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return np.asarray(x)
+
+    return jax.tree.map(fetch, tree)
 
 
 def put_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

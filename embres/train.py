@@ -389,7 +389,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         table_sharding=table_sharding if sharded_table else None,
         table_row_multiple=config.pad_vocab_to_multiple_of,
     )
-    layers = configlib.check_with_model(config, model, len(devices))
+    layers = configlib.check_with_model(config, model, mesh.shape[parallel.DATA_AXIS])
     adapter = adapters.get(config.adapter.type)
     teacher_params = model.params
     vocab_size = model.config.vocab_size
@@ -410,10 +410,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         dims = static_training.matryoshka_dims(
             config.objective.get("matryoshka_dims", ""), config.adapter.target_dim
         )
-        init_table, sif = static_training.source_table(model, config)
+        # Vocabulary distillation and cached targets run outside the step, on whole arrays.
+        target_model = host_model(model) if sharded_table else model
+        init_table, sif = static_training.source_table(target_model, config)
         proj = static_training.projection(init_table, config.adapter.target_dim)
         source = static_training.make_source(
-            config, model, workdir, proj, jax.process_index(), jax.process_count()
+            config, target_model, workdir, proj, jax.process_index(), jax.process_count()
         )
         teacher_params = {**teacher_params, static_training.PROJECTION_KEY: jnp.asarray(proj)}
 
@@ -544,7 +546,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if start_step >= config.total_steps:
         _report(f"{workdir} already holds the final step {start_step}; evaluating only")
     params_per_device = parallel.bytes_per_device(host_state(state)["params"])
-    params = jax.device_get(host_state(state)["params"])
+    params = parallel.to_host(host_state(state)["params"])
     params = resize_vocab_rows(params, adapter, padded_vocab, vocab_size)  # drop the padding
     if sharded_table:  # evaluation and export need the whole table, on every process
         model = host_model(model)

@@ -92,6 +92,10 @@ def test_checkpoint_of_other_shapes_stops_the_run_and_is_kept(tmp_path):
     wider["params"]["A"] = jax.ShapeDtypeStruct((4, 5), jnp.float32)  # e.g. another rank
     with pytest.raises(CheckpointShapeError, match=r"params/A: saved \(4, 3\), this run \(4, 5\)"):
         ckpt.restore(wider)
+    padded = jax.tree.map(lambda x: x, _abstract())
+    padded["params"]["A"] = jax.ShapeDtypeStruct((8, 3), jnp.float32)  # other vocab padding
+    with pytest.raises(CheckpointShapeError, match=r"Only the vocabulary rows differ.*pad_vocab"):
+        ckpt.restore(padded)
     assert ckpt.all_steps() == [1]  # not quarantined: it is whole, just not for this config
     assert ckpt.restore(_abstract())[0] == 1
     ckpt.close()

@@ -154,6 +154,10 @@ def test_sharded_table_reads_only_each_devices_rows(tmp_path, monkeypatch, famil
     np.testing.assert_array_equal(
         np.asarray(model.embedding_table()), np.asarray(reference.embedding_table())
     )
+    saved = load_model(model.save(tmp_path / "saved"))  # written without the padding rows
+    np.testing.assert_array_equal(
+        np.asarray(saved.embedding_table()), np.asarray(reference.embedding_table())
+    )
     ids = np.array([[3, 5, vocab - 1, 2, 0, 0]]) % vocab
     mask = np.array([[1, 1, 1, 1, 0, 0]])
     for a, b in zip(

@@ -24,6 +24,24 @@ def test_make_mesh_sizes_and_errors():
         parallel.make_mesh({"model": -1})
 
 
+def test_data_axis_must_split_over_processes():
+    from types import SimpleNamespace
+
+    two_hosts = [SimpleNamespace(process_index=i // 4) for i in range(8)]
+    with pytest.raises(ValueError, match=r"data axis \(1\) must be a multiple of the 2 processes"):
+        parallel.make_mesh({"data": 1, "model": 8}, two_hosts)
+
+
+def test_tree_shardings_check_names_the_leaf():
+    mesh = parallel.make_mesh({"data": 1, "model": 8})
+    tree = {"params": {"A": jax.ShapeDtypeStruct((43, 4), np.float32)}}
+    rules = [("A$", ("model", None))]
+    with pytest.raises(ValueError, match=r"params/A of shape \(43, 4\) cannot be sharded"):
+        parallel.tree_shardings(tree, mesh, rules, check=True)
+    with pytest.raises(ValueError, match=r"names mesh axes \['rows'\]"):
+        parallel.tree_shardings(tree, mesh, [("A$", ("rows", None))])
+
+
 def test_tree_shardings_follow_regex_rules():
     mesh = parallel.make_mesh({"data": 4, "model": 2})
     tree = {"params": {"A": np.zeros((8, 2)), "B": np.zeros((2, 4))}}

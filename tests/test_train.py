@@ -77,7 +77,11 @@ def test_nan_stops_naming_the_step_and_keeps_good_checkpoint(tiny_model, tmp_pat
             r"config\.data\.source='hdfs:x'.*'text:PATH', 'tfds:NAME.*'vocab'",
         ),
         ({"parallel": "pjit"}, ValueError, r"config\.parallel='pjit'.*\('jit', 'pmap'\)"),
-        ({"batch_size": 12}, ValueError, r"config\.batch_size=12 must be a multiple of the 8"),
+        (
+            {"batch_size": 12},
+            ValueError,
+            r"config\.batch_size=12 must be a multiple of the data axis \(8 devices",
+        ),
     ],
 )
 def test_bad_config_fails_before_compiling(

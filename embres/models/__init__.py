@@ -202,9 +202,10 @@ def load_model(
       allow_download: permit a hub download when the model is not cached.
       with_tokenizer: load the tokenizer too (needs tokenizer files in the directory).
       table_sharding: build the input table as a global array with this sharding (e.g.
-        rows over a ``model`` mesh axis): each process reads only its own devices' rows
-        from the mmapped safetensors, so a 256k-row table never sits whole in one host's
-        memory.
+        rows over a ``model`` mesh axis): each device's block is read on its own from the
+        mmapped safetensors (a block held by several devices is read once per device), so
+        a process reads only the rows its devices hold and a 256k-row table never sits
+        whole in one host's memory. A pickle checkpoint is still read whole.
       table_row_multiple: with ``table_sharding``, zero rows are appended so the row count
         is a multiple of this (a row-sharded axis must divide it); ids never reach them.
     """
@@ -219,7 +220,9 @@ def load_model(
     shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), dummy, dummy))["params"]
     placements = None
     if table_sharding is not None:
-        rows = -(-config.vocab_size // table_row_multiple) * table_row_multiple
+        from embres.parallel import padded_rows
+
+        rows = padded_rows(config.vocab_size, table_row_multiple)
         width = shapes
         for part in family.TABLE_PATH.split("/"):
             width = width[part]

@@ -258,10 +258,15 @@ def save_checkpoint(model: Any, params: dict[str, Any], directory: str | os.Path
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    from embres.parallel import to_host
+
     flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(params).items()}
+    table_path = model.family.TABLE_PATH
     tensors = {}
     for path, (key, transform) in model.key_plan.items():
-        array = np.asarray(flat[path], dtype=np.float32)
+        array = np.asarray(to_host(flat[path]), dtype=np.float32)
+        if path == table_path:  # drop rows padded on for sharding (load_model)
+            array = array[: model.config.vocab_size]
         tensors[key] = np.ascontiguousarray(array.T if transform == "T" else array)
     save_file(tensors, str(out / SAFETENSORS), metadata={"format": "pt"})
     for item in Path(model.path).iterdir():
