@@ -19,7 +19,8 @@ On a text corpus (one sentence per line)::
 
 Table rows sharded over a "model" mesh axis (A, its Adam moments and the teacher's own
 table; ``config.sharding_rules``), the batch over "data"; vocabulary rows are padded to a
-multiple of ``config.pad_vocab_to_multiple_of`` (128) so they divide::
+multiple of ``config.pad_vocab_to_multiple_of`` (128) so they divide. On 8 devices (a GPU
+host, or a CPU with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``)::
 
     python -m embres.train --config=configs/lowrank.py --config.mesh.data=2 --config.mesh.model=4
 
