@@ -147,9 +147,9 @@ def test_sharded_table_reads_only_each_devices_rows(tmp_path, monkeypatch, famil
     table = model.params[model.table_path[0]][model.table_path[1]]
     assert table.shape == (rows, width) and table.sharding == sharding
     assert model.key_plan["/".join(model.table_path)][0] not in whole  # never read whole
-    # One block per device (8), each a quarter of the padded rows: a process reads only
-    # the rows its devices hold.
-    assert [shape for _, shape in blocks] == [(rows // 4, width)] * 8
+    # One read per distinct block (4; the 2 data replicas share them), each a quarter of the
+    # padded rows: a process reads only the rows its devices hold, once.
+    assert [shape for _, shape in blocks] == [(rows // 4, width)] * 4
     np.testing.assert_array_equal(np.asarray(table)[vocab:], 0.0)
     np.testing.assert_array_equal(
         np.asarray(model.embedding_table()), np.asarray(reference.embedding_table())

@@ -203,7 +203,7 @@ def load_model(
       with_tokenizer: load the tokenizer too (needs tokenizer files in the directory).
       table_sharding: build the input table as a global array with this sharding (e.g.
         rows over a ``model`` mesh axis): each device's block is read on its own from the
-        mmapped safetensors (a block held by several devices is read once per device), so
+        mmapped safetensors (a block held by several devices is read once), so
         a process reads only the rows its devices hold and a 256k-row table never sits
         whole in one host's memory. A pickle checkpoint is still read whole.
       table_row_multiple: with ``table_sharding``, zero rows are appended so the row count

@@ -218,14 +218,17 @@ def load_params(
                 "evenly; pad them (config.pad_vocab_to_multiple_of, or "
                 "load_model(table_row_multiple=...))"
             ) from None
-        key = plan[path][0]
-        flat[tuple(path.split("/"))] = jax.make_array_from_callback(
-            shape,
-            sharding,
-            lambda index, key=key, shape=shape: source.read_block(key, index, shape).astype(
-                param_dtype
-            ),
-        )
+        key, blocks = plan[path][0], {}
+
+        def block(index, key=key, shape=shape, blocks=blocks):
+            # A block held by several devices (replicas over "data") is read once.
+            bounds = tuple(s.indices(n)[:2] for s, n in zip(index, shape, strict=False))
+            if bounds not in blocks:
+                blocks[bounds] = source.read_block(key, index, shape).astype(param_dtype)
+            return blocks[bounds]
+
+        flat[tuple(path.split("/"))] = jax.make_array_from_callback(shape, sharding, block)
+        blocks.clear()
     for path, (key, transform) in plan.items():
         if path in placements:
             continue
