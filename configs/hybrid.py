@@ -22,8 +22,6 @@ def get_config(arg: str | None = None):
     """Config for ``configs/hybrid.py[:runlocal,target_dim=N]``."""
     arg = configlib.parse_arg(arg, runlocal=False, target_dim=0)
     c = configlib.base_config()
-    # Layout: batch over "data"; vocab rows over "model" (set e.g. --config.mesh.model=8).
-    c.sharding_rules = configlib.VOCAB_ROW_SHARDING
 
     c.adapter = configlib.section()
     c.adapter.type = "hybrid"

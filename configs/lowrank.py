@@ -60,8 +60,6 @@ def get_config(arg: str | None = None):
     """Config for ``configs/lowrank.py[:runlocal,rank=N]``."""
     arg = configlib.parse_arg(arg, runlocal=False, rank=128)
     c = configlib.base_config()
-    # Layout: batch over "data"; vocab rows over "model" (set e.g. --config.mesh.model=8).
-    c.sharding_rules = configlib.VOCAB_ROW_SHARDING
 
     c.adapter = configlib.section()
     c.adapter.type = "lowrank"

@@ -178,11 +178,10 @@ class Checkpointer:
         differ = [d.replace("saved None", "not in the checkpoint") for d in differ]
         differ += [f"{k}: saved {v}, not in this run" for k, v in saved.items() if k not in wanted]
         if differ:
-            rows_only = all(
-                k in saved and saved[k][1:] == v[1:] and saved[k] != v
-                for k, v in wanted.items()
-                if saved.get(k) != v
-            ) and all(k in wanted for k in saved)
+            changed = [k for k, v in wanted.items() if saved.get(k) != v]
+            rows_only = set(saved) == set(wanted) and all(
+                saved[k][1:] == wanted[k][1:] for k in changed
+            )
             hint = (
                 "Only the vocabulary rows differ: it was written with another "
                 "config.pad_vocab_to_multiple_of (1 before padding existed); set that value "

@@ -38,6 +38,15 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     return result
 
 
+# Table rows over "model": the low-rank factor A, a static student's table and the teacher's
+# own input table (with their Adam moments); everything else, and all of it while
+# config.mesh.model is 1, replicated. The batch is always split over "data".
+VOCAB_ROW_SHARDING = (
+    (r"(^|/)(A|table)$", ("model", None)),
+    (r"^teacher/(word_embeddings|wte)/embedding$", ("model", None)),
+)
+
+
 def base_config() -> ml_collections.ConfigDict:
     """Fields every training config shares; configs override what they need."""
     c = ml_collections.ConfigDict()
@@ -52,8 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
     # (regex, partition spec) pairs searched in order; the first match places a leaf and
     # unmatched leaves are replicated. Regexes see "params/A", "opt_state/.../mu/A" (the
-    # adapter state) and "teacher/word_embeddings/embedding" (the frozen teacher).
-    c.sharding_rules = ()
+    # adapter state) and "teacher/word_embeddings/embedding" (the frozen teacher). Every
+    # shipped config uses these; set e.g. --config.mesh.model=8 to shard the vocab rows.
+    c.sharding_rules = VOCAB_ROW_SHARDING
     # Vocabulary-row arrays (the adapter's A or table, a sharded teacher table) get zero
     # rows up to this multiple, so they divide over any model axis that divides it.
     c.pad_vocab_to_multiple_of = 128
@@ -87,15 +97,6 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-# Table rows over "model": the low-rank factor A, a static student's table and the teacher's
-# own input table (with their Adam moments); everything else, and all of it while
-# config.mesh.model is 1, replicated. The batch is always split over "data".
-VOCAB_ROW_SHARDING = (
-    (r"(^|/)(A|table)$", ("model", None)),
-    (r"^teacher/(word_embeddings|wte)/embedding$", ("model", None)),
-)
-
-
 def static_distill_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Objective and schedule shared by the static and hybrid students (``static_distill``)."""
     c.objective = section()
@@ -126,9 +127,6 @@ def static_student_config(
       runlocal: shrink to a seconds-long smoke run.
     """
     c = base_config()
-    # Layout: batch over "data"; vocab rows over "model" (set e.g. --config.mesh.model=8).
-    c.sharding_rules = VOCAB_ROW_SHARDING
-
     c.adapter = section()
     c.adapter.type = "static"  # or "projection": a learned map over the distilled rows
     # runlocal is a smoke run: a width any teacher, even a tiny test model, has.
