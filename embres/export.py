@@ -1,36 +1,56 @@
-"""Export of adapted models to directories other libraries load as they are.
+"""Every way embres writes a trained model, and reads its own exports back.
 
-Static models (a table plus a tokenizer) are written in Model2Vec's format, which
-sentence-transformers also reads through its ``modules.json``:
+**Static models** (a table plus a tokenizer: :func:`export_static`) are written in Model2Vec's
+format, which sentence-transformers also reads through its ``modules.json``:
 
 * ``model.safetensors`` with one tensor ``embeddings`` [vocab, dim];
-* ``tokenizer.json`` (the teacher's fast tokenizer, truncation and padding switched off);
-* ``config.json`` (``model_type: model2vec``, ``normalize``, ``hidden_dim``);
+* ``tokenizer.json``: the teacher's fast tokenizer, padding off, truncation at
+  ``max_length`` tokens (512), so every reader cuts a long text at the same token;
+* ``config.json`` (``model_type: model2vec``, ``normalize``, ``hidden_dim``, ``max_length``);
 * ``modules.json`` + ``1_Normalize/`` for sentence-transformers' ``StaticEmbedding``;
-* ``embres_static.json``: what embres needs to reload it (source model, layer, ...).
+* ``embres_static.json``: what embres needs to reload it (source model, adapter, ...).
 
 ``model2vec.StaticModel.from_pretrained(dir)`` and ``SentenceTransformer(dir)`` then give the
-same vectors as embres. With ``int8=True`` the table is stored as int8 rows with one float32
-scale per row (``embeddings_int8``/``scales`` in ``model_int8.safetensors``): 4x smaller, read
-by embres only (the STS cost is printed by ``bench/static.py --int8``).
+same vectors as embres. With ``int8=True`` the table is also stored as int8 rows with one
+float32 scale per row (``model_int8.safetensors``), 4x smaller on disk; with
+``keep_float32=False`` that is the only weight file, and embres loads it on its own
+(Model2Vec and sentence-transformers need the float32 file).
 
-A compressed teacher exports as a plain Hugging Face directory with the factorised table
-merged back (``LoadedModel.save``): every library loads it, at the cost of the disk saving;
-the factors are kept beside it by the trainer for the compact form.
+**Contextual students** (an adapter whose ``materialize`` is None, e.g. the hybrid) are a
+static directory as above (their table alone is a usable static model, and is what
+Model2Vec and sentence-transformers load) plus ``adapter.safetensors`` holding every param;
+:func:`load_student` runs the adapter itself over them. Only embres runs the context path.
+
+**Compressed teachers** (:func:`export_compressed_teacher`) are a plain Hugging Face
+directory with the factorised table merged back, plus sentence-transformers' module files,
+so ``transformers.AutoModel`` and ``SentenceTransformer`` load it; the small factors ride
+along in ``adapter/``.
+
+A save writes a complete, self-consistent directory: weight files embres wrote there before
+and did not write this time are removed, and replacing a model is reported.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 META_FILE = "embres_static.json"
+FLOAT_FILE = "model.safetensors"
 INT8_FILE = "model_int8.safetensors"
+ADAPTER_FILE = "adapter.safetensors"
+# The token limit of a static model: Model2Vec's default, written where every reader sees it.
+STATIC_MAX_LENGTH = 512
+# Weight files a static export may hold; a save removes those it did not write.
+_STATIC_WEIGHTS = (FLOAT_FILE, INT8_FILE, ADAPTER_FILE, "hybrid.safetensors")
 
 
 def quantize_int8(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,16 +67,37 @@ def dequantize_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) * scale[:, None]
 
 
-def _save_tokenizer(tokenizer: Any, out: Path) -> None:
+def _save_tokenizer(tokenizer: Any, out: Path, max_length: int) -> None:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise ValueError("static export needs a fast (Rust) tokenizer with tokenizer.json")
     backend = copy.deepcopy(backend)
-    backend.no_truncation()  # readers truncate (or not) themselves; a stored limit would differ
+    # Readers tokenise without special tokens; the stored limit makes them all cut a long
+    # text at the same token (Model2Vec and sentence-transformers honour it as embres does).
+    backend.enable_truncation(max_length)
     backend.no_padding()
-    backend.save(str(out / "tokenizer.json"))
     tokenizer.save_pretrained(str(out))  # tokenizer_config.json etc. for transformers
     backend.save(str(out / "tokenizer.json"))  # save_pretrained rewrites it; keep ours
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2))
+
+
+def _clear_stale(out: Path, written: set[str]) -> None:
+    """Removes weight files of an earlier save that this save did not write."""
+    for name in _STATIC_WEIGHTS:
+        if name not in written and (out / name).exists():
+            (out / name).unlink()
+            log.warning("removed %s left in %s by an earlier save", name, out)
+
+
+def _report_replace(out: Path, files: tuple[str, ...]) -> None:
+    existing = [f for f in files if (out / f).exists()]
+    if existing:
+        message = f"replacing the model in {out} (it held {', '.join(existing)})"
+        log.warning(message)
+        print(f"[embres.export] {message}", flush=True)
 
 
 def export_static(
@@ -67,16 +108,26 @@ def export_static(
     normalize: bool = True,
     meta: dict[str, Any] | None = None,
     int8: bool = False,
+    keep_float32: bool = True,
+    adapter_params: dict[str, np.ndarray] | None = None,
+    max_length: int = STATIC_MAX_LENGTH,
 ) -> Path:
     """Writes a static model directory loadable by embres, Model2Vec and sentence-transformers.
 
     Args:
       table: [vocab, dim] rows; row i belongs to token id i of ``tokenizer``.
       tokenizer: the matching Hugging Face fast tokenizer.
-      directory: output directory (created).
+      directory: output directory (created; an earlier model there is replaced, and said so).
       normalize: whether sentence vectors are L2-normalised.
-      meta: extra fields for ``embres_static.json``.
+      meta: extra fields for ``embres_static.json`` (``adapter``: the adapter type whose
+        ``apply`` :func:`load_student` runs over ``adapter_params``).
       int8: also write the per-row int8 table (``model_int8.safetensors``).
+      keep_float32: with ``int8``, False writes the int8 table only (embres-only directory).
+      adapter_params: every param of a contextual student (``adapter.safetensors``).
+      max_length: token limit every reader applies (tokenizer.json and config.json).
+
+    Raises:
+      ValueError: for a table that is not 2-d or has fewer rows than the tokenizer.
     """
     from safetensors.numpy import save_file
 
@@ -87,22 +138,37 @@ def export_static(
         raise ValueError(
             f"table has {table.shape[0]} rows but the tokenizer has {len(tokenizer)} tokens"
         )
+    if not keep_float32 and not int8:
+        raise ValueError("keep_float32=False needs int8=True: the directory would hold no table")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({"embeddings": table}, str(out / "model.safetensors"))
+    _report_replace(out, _STATIC_WEIGHTS)
+    written = set()
+    if keep_float32:
+        save_file({"embeddings": table}, str(out / FLOAT_FILE))
+        written.add(FLOAT_FILE)
     if int8:
         q, scale = quantize_int8(table)
         save_file({"embeddings_int8": q, "scales": scale}, str(out / INT8_FILE))
-    _save_tokenizer(tokenizer, out)
-    config = {
-        "model_type": "model2vec",
-        "architectures": ["StaticModel"],
-        "hidden_dim": int(table.shape[1]),
-        "normalize": bool(normalize),
-        "pooling": "mean",
-        "seq_length": 1_000_000,
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+        written.add(INT8_FILE)
+    if adapter_params is not None:
+        flat = {k: np.ascontiguousarray(v, np.float32) for k, v in adapter_params.items()}
+        save_file(flat, str(out / ADAPTER_FILE))
+        written.add(ADAPTER_FILE)
+    _clear_stale(out, written)
+    _save_tokenizer(tokenizer, out, max_length)
+    _write_json(
+        out / "config.json",
+        {
+            "model_type": "model2vec",
+            "architectures": ["StaticModel"],
+            "hidden_dim": int(table.shape[1]),
+            "normalize": bool(normalize),
+            "pooling": "mean",
+            "max_length": int(max_length),
+            "seq_length": int(max_length),
+        },
+    )
     modules = [
         {"idx": 0, "name": "0", "path": ".", "type": "sentence_transformers.models.StaticEmbedding"}
     ]
@@ -117,21 +183,191 @@ def export_static(
         )
         (out / "1_Normalize").mkdir(exist_ok=True)
         (out / "1_Normalize" / "config.json").write_text("{}")
-    (out / "modules.json").write_text(json.dumps(modules, indent=2))
-    info = {"normalize": bool(normalize), "dim": int(table.shape[1]), "int8": bool(int8)}
+    _write_json(out / "modules.json", modules)
+    info = {
+        "normalize": bool(normalize),
+        "dim": int(table.shape[1]),
+        "int8": bool(int8),
+        "float32": bool(keep_float32),
+        "max_length": int(max_length),
+    }
     info.update(meta or {})
-    (out / META_FILE).write_text(json.dumps(info, indent=2))
+    _write_json(out / META_FILE, info)
     return out
 
 
-def load_static_table(directory: str | os.PathLike, int8: bool = False) -> np.ndarray:
-    """The float32 table of an exported static model (dequantised when ``int8``)."""
+def load_static_table(directory: str | os.PathLike, int8: bool | None = None) -> np.ndarray:
+    """The float32 table of an exported static model.
+
+    Args:
+      directory: the export.
+      int8: True reads (and dequantises) the int8 table, False the float32 one, None the
+        float32 one when present, else the int8 one.
+
+    Raises:
+      FileNotFoundError: naming the file that is missing.
+    """
     from safetensors.numpy import load_file
 
     path = Path(directory)
+    if int8 is None:
+        int8 = not (path / FLOAT_FILE).exists() and (path / INT8_FILE).exists()
+    name = INT8_FILE if int8 else FLOAT_FILE
+    if not (path / name).exists():
+        hint = "export with int8=True" if int8 else "it was saved int8-only; load with int8=True"
+        raise FileNotFoundError(f"{path / name} not found ({hint})")
     if int8:
-        if not (path / INT8_FILE).exists():
-            raise FileNotFoundError(f"{path / INT8_FILE} not found; export with int8=True")
         tensors = load_file(str(path / INT8_FILE))
         return dequantize_int8(tensors["embeddings_int8"], tensors["scales"])
-    return load_file(str(path / "model.safetensors"))["embeddings"]
+    return load_file(str(path / FLOAT_FILE))["embeddings"]
+
+
+def load_student(directory: str | os.PathLike, int8: bool | None = None):
+    """An embres static or contextual export as an embedder (``.encode(texts)``).
+
+    The result has ``.encode``, ``.token_ids``, ``.dim``, ``.params`` (the arrays it holds in
+    memory), ``.kind`` (``"static"`` or the adapter type), ``.disk_bytes`` (of the weight
+    files read) and ``.meta`` (``embres_static.json``).
+
+    Args:
+      directory: an export, or a training workdir holding one in ``export/``.
+      int8: see :func:`load_static_table` (a contextual student's params are float32).
+
+    Raises:
+      FileNotFoundError: naming the directory and the files expected there.
+    """
+    from transformers import AutoTokenizer
+
+    from embres.static import AdapterEmbedder, StaticEmbedder
+
+    path = Path(directory)
+    if not (path / META_FILE).exists() and (path / "export" / META_FILE).exists():
+        path = path / "export"
+    missing = [f for f in (META_FILE, "tokenizer.json") if not (path / f).exists()]
+    if missing or not any((path / f).exists() for f in (FLOAT_FILE, INT8_FILE)):
+        raise FileNotFoundError(
+            f"{directory} is not an embres export: expected {META_FILE}, tokenizer.json and "
+            f"{FLOAT_FILE} or {INT8_FILE} (from ModelAdapter.save or embres.train's export/); "
+            f"missing: {missing or [FLOAT_FILE + ' / ' + INT8_FILE]}"
+        )
+    meta = json.loads((path / META_FILE).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    normalize = bool(meta.get("normalize", True))
+    max_length = int(meta.get("max_length", STATIC_MAX_LENGTH))
+    kind = meta.get("adapter", "static")
+    if (path / ADAPTER_FILE).exists() and not int8:
+        from safetensors.numpy import load_file
+
+        from embres import adapters
+
+        params = load_file(str(path / ADAPTER_FILE))
+        embedder: Any = AdapterEmbedder(
+            adapters.get(kind), params, tokenizer, normalize=normalize, max_length=max_length
+        )
+        files = [ADAPTER_FILE]
+    else:
+        if int8 is None:
+            int8 = not (path / FLOAT_FILE).exists()
+        table = load_static_table(path, int8=int8)
+        embedder = StaticEmbedder(table, tokenizer, normalize=normalize, max_length=max_length)
+        embedder.params = {"embeddings": embedder.table}
+        kind = "static"
+        files = [INT8_FILE if int8 else FLOAT_FILE]
+    embedder.kind = kind
+    embedder.meta = meta
+    embedder.path = path
+    embedder.disk_bytes = int(sum((path / f).stat().st_size for f in files))
+    return embedder
+
+
+# ----------------------------------------------------------------------------- transformers
+
+
+def write_sentence_transformers_files(
+    directory: str | os.PathLike, *, dim: int, pooling: str, normalize: bool, max_length: int
+) -> None:
+    """``modules.json``, ``1_Pooling/`` (and ``2_Normalize/``) describing embres's own pooling,
+    so ``SentenceTransformer(directory)`` pools as embres does (its default would be mean)."""
+    modes = {"mean": "mean_tokens", "cls": "cls_token", "max": "max_tokens", "last": "lasttoken"}
+    if pooling not in modes:
+        raise ValueError(f"pooling={pooling!r} has no sentence-transformers equivalent")
+    out = Path(directory)
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    pool = {"word_embedding_dimension": int(dim)}
+    pool.update({f"pooling_mode_{m}": m == modes[pooling] for m in modes.values()})
+    _write_json(out / "1_Pooling" / "config.json", pool)
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    if normalize:
+        (out / "2_Normalize").mkdir(exist_ok=True)
+        modules.append(
+            {
+                "idx": 2,
+                "name": "2",
+                "path": "2_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
+    _write_json(out / "modules.json", modules)
+    _write_json(
+        out / "sentence_bert_config.json",
+        {"max_seq_length": int(max_length), "do_lower_case": False},
+    )
+
+
+def export_compressed_teacher(
+    model: Any,
+    table: np.ndarray,
+    factors: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    directory: str | os.PathLike,
+) -> Path:
+    """Writes the teacher with ``table`` in place of its input table, plus ``adapter/``.
+
+    The directory is a Hugging Face checkpoint (``transformers.AutoModel`` loads it) with
+    sentence-transformers' module files describing embres's pooling and normalisation, so
+    ``SentenceTransformer(directory)`` gives embres's vectors. ``adapter/`` holds the
+    factors as trained (``adapter.safetensors``, float16 stays float16) and ``adapter.json``.
+
+    Args:
+      model: the ``LoadedModel`` teacher (its layout and files are reused).
+      table: the adapted table [vocab, d] (e.g. ``A·B``).
+      factors: flat ``{"A": ..., "B": ...}`` params as shipped.
+      meta: written to ``adapter/adapter.json``.
+      directory: output directory (created).
+    """
+    from flax import traverse_util
+    from safetensors.numpy import save_file
+
+    out = Path(directory)
+    _report_replace(out, (FLOAT_FILE,))
+    flat = traverse_util.flatten_dict(model.params)
+    flat[model.table_path] = np.asarray(table, np.float32)
+    model.save(out, params=traverse_util.unflatten_dict(flat))
+    write_sentence_transformers_files(
+        out,
+        dim=int(table.shape[1]),
+        pooling=model.pooling,
+        normalize=model.normalize,
+        max_length=model.max_length,
+    )
+    sub = out / "adapter"
+    sub.mkdir(exist_ok=True)
+    save_file(
+        {
+            k: np.asarray(v)
+            if np.asarray(v).dtype in (np.float16, np.float32)
+            else np.asarray(v, np.float32)
+            for k, v in factors.items()
+        },
+        str(sub / ADAPTER_FILE),
+    )
+    _write_json(sub / "adapter.json", meta)
+    return out

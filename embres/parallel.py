@@ -151,13 +151,6 @@ def select_devices(num_devices: int = -1, local: bool = False) -> list[Any]:
     return devices[:num_devices]
 
 
-def padded_rows(rows: int, multiple: int) -> int:
-    """``rows`` rounded up to a multiple of ``multiple`` (rows of a table sharded by row)."""
-    if not isinstance(multiple, int) or multiple < 1:
-        raise ValueError(f"config.pad_vocab_to_multiple_of={multiple!r}; expected an int >= 1")
-    return -(-rows // multiple) * multiple
-
-
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over ``data``, the rest replicated."""
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
@@ -245,18 +238,6 @@ def bytes_per_device(tree: Any) -> int:
         for shard in leaf.addressable_shards:
             held[shard.device] = held.get(shard.device, 0) + shard.data.nbytes
     return max(held.values(), default=0)
-
-
-def to_host(tree: Any) -> Any:
-    """Numpy copies of every leaf, gathered from all processes where one process lacks rows."""
-    from jax.experimental import multihost_utils
-
-    def fetch(x):
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return np.asarray(x)
-
-    return jax.tree.map(fetch, tree)
 
 
 def put_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

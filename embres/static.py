@@ -78,3 +78,63 @@ class StaticEmbedder:
         if self.normalize:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
+
+
+class AdapterEmbedder:
+    """Sentence vectors from any adapter's ``apply`` over its own rows (e.g. the hybrid).
+
+    The adapter is passed in (a module with ``apply(params, table, ids, mask)``); nothing
+    here names one. Texts are tokenised without special tokens, exactly as
+    :class:`StaticEmbedder` does and as training pools them, and run over length buckets
+    (one compilation per bucket shape); the output is the masked mean, L2-normalised.
+
+    Args:
+      adapter: the adapter module.
+      params: its trained params (numpy or JAX arrays).
+      tokenizer: the Hugging Face tokenizer matching the rows.
+      normalize: L2-normalise the output.
+      max_length: truncate each text to this many tokens.
+      batch_size: texts per compiled call.
+    """
+
+    def __init__(
+        self,
+        adapter,
+        params: dict,
+        tokenizer,
+        normalize: bool = True,
+        max_length: int = 512,
+        batch_size: int = 256,
+    ):
+        import jax
+        import jax.numpy as jnp
+
+        from embres import pooling
+
+        self.adapter = adapter
+        self.params = {k: np.asarray(v) for k, v in params.items()}
+        self._device_params = jax.tree.map(jnp.asarray, self.params)
+        self.tokenizer, self.normalize = tokenizer, normalize
+        self.max_length, self.batch_size = max_length, batch_size
+        self._tokens = StaticEmbedder(np.zeros((1, 1), np.float32), tokenizer, False, max_length)
+
+        @jax.jit
+        def forward(p, ids, mask):
+            vectors = pooling.pool(adapter.apply(p, None, ids, mask), mask, "mean")
+            return pooling.l2_normalize(vectors) if normalize else vectors
+
+        self._forward = forward
+        one = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+        self.dim = int(jax.eval_shape(forward, self._device_params, one, one).shape[-1])
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, as :meth:`StaticEmbedder.token_ids`."""
+        return self._tokens.token_ids(texts)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeds texts: numpy [n, dim]."""
+        rows = [np.asarray(r, np.int32) for r in self.token_ids(texts)]
+        out = np.zeros((len(rows), self.dim), np.float32)
+        for idx, ids, mask in tokenize.bucketed_batches(rows, self.batch_size, self.max_length, 0):
+            out[idx] = np.asarray(self._forward(self._device_params, ids, mask))[: len(idx)]
+        return out

@@ -220,7 +220,7 @@ def load_model(
     shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), dummy, dummy))["params"]
     placements = None
     if table_sharding is not None:
-        from embres.parallel import padded_rows
+        from embres.arrays import padded_rows
 
         rows = padded_rows(config.vocab_size, table_row_multiple)
         width = shapes

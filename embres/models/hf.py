@@ -261,7 +261,7 @@ def save_checkpoint(model: Any, params: dict[str, Any], directory: str | os.Path
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    from embres.parallel import to_host
+    from embres.arrays import to_host
 
     flat = {"/".join(k): v for k, v in traverse_util.flatten_dict(params).items()}
     table_path = model.family.TABLE_PATH
