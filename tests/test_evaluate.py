@@ -11,7 +11,13 @@ import zlib
 import numpy as np
 import pytest
 
-from embres.evaluate import Skipped, build_evaluator, evaluate_model, register_loader
+from embres.evaluate import (
+    Skipped,
+    build_evaluator,
+    evaluate_model,
+    load_embedder,
+    register_loader,
+)
 from embres.evaluate.common import DataFormatError
 from embres.evaluate.memory import MemoryEvaluator
 from embres.evaluate.probe import ProbeEvaluator, read_labelled
@@ -206,12 +212,14 @@ def test_speed_and_memory():
     assert results["speed/tokens_per_s"] == pytest.approx(3 * results["speed/sentences_per_s"])
     assert 0 < results["speed/latency_p50_ms"] <= results["speed/latency_p99_ms"]
     params = {"emb": np.zeros((10, 4), np.float32), "dense": {"w": np.zeros((4, 4), np.float16)}}
-    mem = dict(MemoryEvaluator(params=params, table=params["emb"]).run(hash_embed))
-    assert mem["memory/param_bytes"] == 10 * 4 * 4 + 16 * 2
-    assert mem["memory/param_bytes_float16"] == 32
+    mem = dict(MemoryEvaluator(params=params, table=params["emb"], disk_bytes=99).run(hash_embed))
+    assert mem["memory/resident_bytes"] == 10 * 4 * 4 + 16 * 2
+    assert mem["memory/resident_bytes_float16"] == 32
+    assert mem["memory/disk_bytes"] == 99
     assert mem["memory/bytes_per_vocab_row"] == 16
     assert mem["memory/peak_rss_bytes"] > 0
-    assert isinstance(dict(MemoryEvaluator().run())["memory/table"], Skipped)
+    nothing = dict(MemoryEvaluator().run())
+    assert all(isinstance(nothing[k], Skipped) for k in ("memory/table", "memory/disk"))
 
 
 def test_evaluate_model_report_compare_and_plots(sts_dir, tmp_path):
@@ -293,17 +301,16 @@ def static_export(tmp_path):
     return export_static(table, tokenizer, tmp_path / "static", int8=True), table
 
 
-def test_static_export_and_workdir_load_through_model_adapter(static_export, tmp_path):
-    from embres import ModelAdapter
-    from embres.evaluate import load_embedder
+def test_static_export_and_workdir_load_through_load_student(static_export, tmp_path):
+    from embres.export import load_student
 
     path, table = static_export
     texts = ["the man plays a guitar", "bir kedi koşuyor"]
-    expected = ModelAdapter.load(path).adapt(texts)
+    expected = load_student(path).encode(texts)
     name, embed_fn, info = load_embedder(str(path))
     assert name == str(path) and info["kind"] == "embres-static" and info["dim"] == 8
     np.testing.assert_allclose(embed_fn(texts), expected, rtol=1e-6)
-    assert info["table_bytes"] == table.nbytes
+    assert info["table"].nbytes == table.nbytes and info["int8"] is False
     # A training workdir whose export/ is a static export loads the same way.
     workdir = tmp_path / "workdir"
     workdir.mkdir()
@@ -314,26 +321,65 @@ def test_static_export_and_workdir_load_through_model_adapter(static_export, tmp
 
 
 def test_static_export_int8_memory_and_cli(static_export, tmp_path):
+    """int8: resident bytes are the arrays the loaded model holds, disk bytes its file."""
     from embres.evaluate.__main__ import main
+    from embres.export import FLOAT_FILE, INT8_FILE, export_static, load_student
+    from embres.testing import tiny_tokenizer
 
     path, table = static_export
-    vocab, dim = table.shape
     record = evaluate_model(str(path), ["memory"], log=None, int8=True)
+    m = record["metrics"]
     assert record["name"] == f"{path} [int8]" and record["info"]["int8"] is True
-    assert record["metrics"]["memory/table_bytes"] == vocab * dim  # int8 rows
-    assert record["metrics"]["memory/param_bytes"] == vocab * dim + 4 * vocab  # + row scales
-    assert record["metrics"]["memory/bytes_per_vocab_row"] == dim
+    held = load_student(path, int8=True).params
+    assert m["memory/resident_bytes"] == sum(np.asarray(v).nbytes for v in held.values())
+    assert m["memory/disk_bytes"] == (path / INT8_FILE).stat().st_size
+    assert m["memory/disk_bytes"] < table.nbytes / 2 < m["memory/resident_bytes"]
     out = tmp_path / "report"
     argv = ["--model", str(path), "--model", f"int8:{path}", "--tasks", "memory"]
     assert main([*argv, "--out", str(out)]) == 0
     rows = json.loads((out / "report.json").read_text())["models"]
-    assert [r["metrics"]["memory/table_bytes"] for r in rows] == [table.nbytes, vocab * dim]
+    disk = [(path / f).stat().st_size for f in (FLOAT_FILE, INT8_FILE)]
+    assert [r["metrics"]["memory/disk_bytes"] for r in rows] == disk
+    md = (out / "report.md").read_text()
+    assert "memory/resident_bytes" in md.split("\n")[2] and "memory/disk_bytes" in md
+    # An int8-only export loads its int8 table without being asked.
+    only = export_static(
+        table, tiny_tokenizer("bert"), tmp_path / "only", int8=True, keep_float32=False
+    )
+    _, _, info = load_embedder(str(only))
+    assert info["int8"] is True and info["disk_bytes"] == (only / INT8_FILE).stat().st_size
     with pytest.raises(ValueError, match=r"int8=True .* 'm2v/dir' is not one"):
         evaluate_model("model2vec:m2v/dir", ["memory"], log=None, int8=True)
 
 
+def test_contextual_export_loads_and_measures_its_params(tmp_path):
+    """A hybrid export runs through load_student; memory counts every param it holds."""
+    from embres.export import ADAPTER_FILE, export_static, load_student
+    from embres.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer("bert")
+    rng = np.random.default_rng(1)
+    shapes = {"conv": (3, 8), "w_in": (8, 4), "b_in": (4,), "w_out": (4, 8), "gate": (8,)}
+    params = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    params["table"] = rng.normal(size=(len(tokenizer), 8)).astype(np.float32)
+    path = export_static(
+        params["table"],
+        tokenizer,
+        tmp_path / "hybrid",
+        meta={"adapter": "hybrid"},
+        adapter_params=params,
+    )
+    texts = ["the man plays a guitar", "a guitar plays the man"]
+    _, embed_fn, info = load_embedder(str(path))
+    assert info["kind"] == "embres-hybrid" and info["dim"] == 8
+    np.testing.assert_allclose(embed_fn(texts), load_student(path).encode(texts), rtol=1e-6)
+    m = dict(build_evaluator("memory", info).run(embed_fn))
+    assert m["memory/resident_bytes"] == sum(v.nbytes for v in params.values())
+    assert m["memory/table_bytes"] == params["table"].nbytes
+    assert m["memory/disk_bytes"] == (path / ADAPTER_FILE).stat().st_size
+
+
 def test_int8_table_keeps_vectors_close(static_export):
-    from embres.evaluate import load_embedder
 
     path, _ = static_export
     texts = ["the man plays a guitar", "a dog runs in the piano", "bir kedi koşuyor"]
@@ -346,7 +392,6 @@ def test_int8_table_keeps_vectors_close(static_export):
 def test_hf_workdir_loads_export_and_reports_factored_size(tmp_path):
     from safetensors.numpy import save_file
 
-    from embres.evaluate import load_embedder
     from embres.testing import tiny_checkpoint
 
     workdir = tmp_path / "lowrank"
@@ -360,9 +405,10 @@ def test_hf_workdir_loads_export_and_reports_factored_size(tmp_path):
     m = record["metrics"]
     assert record["info"]["kind"] == "embres-workdir"
     assert m["memory/factored_table_bytes"] == 4 * (vocab + dim) * 4
-    assert m["memory/factored_param_bytes"] == (
-        m["memory/param_bytes"] - m["memory/table_bytes"] + m["memory/factored_table_bytes"]
+    assert m["memory/factored_resident_bytes"] == (
+        m["memory/resident_bytes"] - m["memory/table_bytes"] + m["memory/factored_table_bytes"]
     )
+    assert m["memory/disk_bytes"] == (workdir / "export" / "model.safetensors").stat().st_size
     empty = tmp_path / "unfinished"
     (empty / "export").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"unfinished/export holds neither"):
@@ -411,8 +457,10 @@ def tfds_mock():
 
 
 def test_tfds_stsb_validation_through_mock_data(tfds_mock):
+    import sys
+
     import jax
-    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
 
     with tfds_mock(stsb_mock_rows()):
         pairs = load_pairs("tfds:glue/stsb:validation")
@@ -423,9 +471,16 @@ def test_tfds_stsb_validation_through_mock_data(tfds_mock):
         len(pairs) == 30 and pairs.sentences1[2] == "a0|2" and pairs.source.endswith("validation")
     )
     assert results["sts/glue_stsb_dev"] == pytest.approx(100.0)
-    # TensorFlow is now loaded; JAX still sees conftest's 8 CPU devices and computes.
+    # TensorFlow is now loaded (the premise), kept off any GPU, and JAX still sees conftest's
+    # 8 CPU devices and computes on every one of them.
+    assert "tensorflow" in sys.modules
+    assert sys.modules["tensorflow"].config.get_visible_devices("GPU") == []
     assert jax.device_count() == 8
-    assert float(jnp.dot(jnp.ones(4), jnp.arange(4.0))) == 6.0
+    mesh = jax.make_mesh((8,), ("data",))
+    x = jax.device_put(np.arange(8.0), NamedSharding(mesh, PartitionSpec("data")))
+    y = jax.jit(lambda v: v * 2.0 + 1.0)(x)
+    assert y.sharding.device_set == set(jax.devices())
+    np.testing.assert_array_equal(np.asarray(y), 2.0 * np.arange(8.0) + 1.0)
 
 
 def test_tfds_test_split_without_gold_is_an_error(tfds_mock):
@@ -435,7 +490,7 @@ def test_tfds_test_split_without_gold_is_an_error(tfds_mock):
 
 
 def test_iter_tfds_texts(tfds_mock):
-    from embres.evaluate.tfds_text import iter_tfds_texts, parse_tfds_spec
+    from embres.data.tfds import iter_tfds_texts, parse_tfds_spec
 
     with tfds_mock(stsb_mock_rows(2)):
         both = list(iter_tfds_texts("tfds:glue/stsb:train", field="sentence1,sentence2"))
@@ -468,3 +523,138 @@ def test_tfds_names_work_as_training_corpora(tfds_mock, tmp_path):
     assert lines == [f"review number {i}" for i in range(7)]
     with pytest.raises(ValueError, match="cannot parse TFDS spec"):
         check_spec("tfds:")
+
+
+# --- Training-time evaluation through the evaluator contract.
+
+
+def test_fidelity_known_vectors():
+    from embres.evaluate.fidelity import FidelityEvaluator
+
+    texts = ["a", "b", "c"]
+    e1 = lambda t: np.tile([1.0, 0.0, 0.0], (len(t), 1))
+    e2 = lambda t: np.tile([0.0, 3.0, 0.0], (len(t), 1))
+    same = dict(FidelityEvaluator(texts, reference=hash_embed).run(lambda t: 2 * hash_embed(t)))
+    assert same == pytest.approx({"fidelity/cosine": 1.0, "fidelity/min_cosine": 1.0})
+    orthogonal = dict(FidelityEvaluator(texts, reference=e1).run(e2))
+    assert orthogonal == pytest.approx({"fidelity/cosine": 0.0, "fidelity/min_cosine": 0.0})
+    # One row reversed: mean (1 + 1 - 1) / 3, min -1; precomputed reference vectors work too.
+    flipped = lambda t: e1(t) * np.array([[1.0], [1.0], [-1.0]])
+    mixed = dict(FidelityEvaluator(texts, reference=e1(texts)).run(flipped))
+    assert mixed == pytest.approx({"fidelity/cosine": 1 / 3, "fidelity/min_cosine": -1.0})
+    wide = dict(FidelityEvaluator(texts, reference=hash_embed).run(e1))
+    assert "widths differ" in wide["fidelity"].reason and "3-d" in wide["fidelity"].reason
+    empty = dict(FidelityEvaluator([], reference=hash_embed).run(e1))
+    assert "no texts" in empty["fidelity"].reason
+
+
+def counting(embed_fn):
+    """``embed_fn`` that counts the texts it was asked to embed."""
+
+    def wrapped(texts):
+        wrapped.texts += len(texts)
+        return embed_fn(texts)
+
+    wrapped.texts = 0
+    return wrapped
+
+
+def test_training_evals_due_logic_and_teacher_once(sts_dir, monkeypatch):
+    import ml_collections
+
+    from embres.evaluate import clear_teacher_cache, run_training_evals
+    from embres.evaluate.training import numeric
+
+    monkeypatch.delenv("EMBRES_DATA_DIR", raising=False)
+    clear_teacher_cache()
+    teacher = counting(angle_embed)
+    student = counting(lambda t: angle_embed(t) * 3.0)
+    table = np.zeros((10, 2), np.float32)
+    models = {
+        "teacher": (teacher, {"path": str(sts_dir / "teacher")}),
+        "student": (student, {"params": {"table": table}, "table": table, "disk_bytes": 123}),
+    }
+    evals = ml_collections.ConfigDict(
+        {
+            "fid": {"task": "fidelity", "every_steps": 2},
+            "sts": {
+                "task": "sts",
+                "every_steps": 3,
+                "datasets": "stsb,sick",
+                "data_dir": str(sts_dir),
+            },
+            "speed": {"task": "speed", "batch_size": 4, "latency_texts": 2, "repeats": 1},
+            "mem": {"task": "memory"},
+        }
+    )
+    heldout = [f"a{i}|h" for i in range(0, 90, 10)]
+    lines = []
+    run = lambda step, final=False: run_training_evals(
+        evals, models, step=step, final=final, heldout_texts=heldout, log=lines.append
+    )
+    assert run(1) == {"teacher": {}, "student": {}} and teacher.texts == student.texts == 0
+    at2 = run(2)
+    assert set(at2["student"]) == {"fidelity/cosine", "fidelity/min_cosine"}
+    assert at2["student"]["fidelity/cosine"] == pytest.approx(1.0)
+    assert at2["teacher"]["fidelity/cosine"] == pytest.approx(1.0)
+    after_first = teacher.texts
+    assert after_first > 0 and student.texts == len(heldout)
+    at6 = run(6)  # fidelity and sts due; the teacher's fidelity is reused
+    assert at6["student"]["sts/stsb_dev"] == pytest.approx(100.0)
+    assert isinstance(at6["student"]["sts/sick_dev"], Skipped)
+    assert any(
+        "student  sts/sick_dev: skipped: " in line and "SICK_trial" in line for line in lines
+    )
+    after_sts = teacher.texts
+    assert run(6) == at6 and teacher.texts == after_sts  # nothing of the teacher recomputed
+    final = run(7, final=True)
+    # Speed is timed on the held-out texts though there is no data folder.
+    assert final["student"]["speed/sentences_per_s"] > 0
+    assert final["student"]["memory/disk_bytes"] == 123
+    assert final["student"]["memory/resident_bytes"] == table.nbytes
+    assert isinstance(final["teacher"]["memory/resident"], Skipped)
+    kept = numeric(final["student"])  # what a metrics JSONL can hold
+    assert "speed/device" not in kept and "sts/sick_dev" not in kept and "sts/stsb_dev" in kept
+    assert set(final["teacher"]) == set(run(7, final=True)["teacher"])
+    assert teacher.texts > after_sts
+    settled = teacher.texts
+    run(8, final=True)
+    assert teacher.texts == settled
+    with pytest.raises(ValueError, match=r"eval 'bad': task 'nope'"):
+        run_training_evals({"bad": {"task": "nope"}}, models, step=1, final=False, heldout_texts=[])
+    with pytest.raises(ValueError, match=r"task 'sts' with options \['colour'\]"):
+        run_training_evals(
+            {"s": {"task": "sts", "colour": 1}}, models, step=1, final=True, heldout_texts=[]
+        )
+
+
+def test_training_evals_skip_without_data_or_texts(tmp_path, monkeypatch):
+    from embres.evaluate import clear_teacher_cache, run_training_evals
+
+    monkeypatch.delenv("EMBRES_DATA_DIR", raising=False)
+    clear_teacher_cache()
+    models = {"teacher": (hash_embed, {}), "student": (lambda t: hash_embed(t)[:, :8], {})}
+    evals = {
+        "sts": {"task": "sts"},
+        "probe": {"task": "probe", "data_dir": str(tmp_path)},
+        "retrieval": {"task": "retrieval"},
+        "speed": {"task": "speed"},
+        "fidelity": {"task": "fidelity"},
+    }
+    lines = []
+    out = run_training_evals(evals, models, step=10, final=True, heldout_texts=[], log=lines.append)
+    student = out["student"]
+    assert all(isinstance(v, Skipped) for v in student.values()) and len(student) == 7
+    assert "EMBRES_DATA_DIR" in student["sts/stsb_dev"].reason
+    assert "no texts" in student["fidelity"].reason and "speed" in student
+    texts = [f"text {i}" for i in range(5)]
+    out = run_training_evals(
+        {"fidelity": {"task": "fidelity"}},
+        models,
+        step=1,
+        final=True,
+        heldout_texts=texts,
+        log=lines.append,
+    )
+    assert "widths differ" in out["student"]["fidelity"].reason
+    assert len(lines) == 2 * 7 + 3 and lines[-1].startswith("step 1  student  fidelity: skipped: ")

@@ -12,79 +12,37 @@ From Python::
     record = evaluate_model("all-MiniLM-L6-v2", ["sts", "speed"])
     record["metrics"]["sts/stsb_dev"]   # 86.72
 
+During training, :func:`run_training_evals` runs a config's named evals (these tasks plus
+``fidelity``, the cosine to the teacher on held-out texts) on the teacher and the student, the
+teacher's results computed once (:mod:`embres.evaluate.training`).
+
 Submodules import their heavy dependencies lazily; importing this package is cheap.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from embres.evaluate.common import DataFormatError, Skipped
 from embres.evaluate.models import load_embedder, register_detector, register_loader
+from embres.evaluate.tasks import TASKS, TRAINING_TASKS, build_evaluator
+from embres.evaluate.training import clear_teacher_cache, run_training_evals
 
 __all__ = [
     "TASKS",
+    "TRAINING_TASKS",
     "DataFormatError",
     "Skipped",
     "build_evaluator",
+    "clear_teacher_cache",
     "evaluate_model",
     "load_embedder",
     "register_detector",
     "register_loader",
+    "run_training_evals",
 ]
-
-# task -> "module:Class"
-TASKS = {
-    "sts": "embres.evaluate.sts:STSEvaluator",
-    "probe": "embres.evaluate.probe:ProbeEvaluator",
-    "retrieval": "embres.evaluate.retrieval:RetrievalEvaluator",
-    "speed": "embres.evaluate.speed:SpeedEvaluator",
-    "memory": "embres.evaluate.memory:MemoryEvaluator",
-}
-# Options each task takes from the shared option dict (CLI flags), by constructor argument.
-TASK_OPTIONS = {
-    "sts": {"datasets": "sts_datasets", "split": "split", "data_dir": "data_dir", "limit": "limit"},
-    "probe": {
-        "dataset": "probe_dataset",
-        "data_dir": "data_dir",
-        "max_train": "probe_max_train",
-        "limit": "limit",
-    },
-    "retrieval": {
-        "dataset": "retrieval_dataset",
-        "split": "split",
-        "data_dir": "data_dir",
-        "limit": "limit",
-    },
-    "speed": {"batch_size": "batch_size", "data_dir": "data_dir", "num_texts": "speed_texts"},
-    "memory": {},
-}
-
-
-def build_evaluator(task: str, info: dict[str, Any] | None = None, **options: Any):
-    """The evaluator of ``task`` configured from shared ``options`` and the model's ``info``.
-
-    Options that are None are left at the evaluator's default.
-
-    Raises:
-      ValueError: naming the task and the known tasks.
-    """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASKS)}")
-    module, cls = TASKS[task].split(":")
-    evaluator_cls = getattr(importlib.import_module(module), cls)
-    cfg = {
-        arg: options[opt] for arg, opt in TASK_OPTIONS[task].items() if options.get(opt) is not None
-    }
-    info = info or {}
-    if task == "speed":
-        cfg.update(count_tokens=info.get("count_tokens"), device=info.get("device"))
-    if task == "memory":
-        cfg.update(params=info.get("params"), table=info.get("table"), factors=info.get("factors"))
-    return evaluator_cls(**cfg)
 
 
 def json_info(info: dict[str, Any]) -> dict[str, Any]:

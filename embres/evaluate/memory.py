@@ -1,14 +1,25 @@
-"""Memory: parameter and table bytes per dtype, bytes per vocabulary row, peak RSS, device memory.
+"""Memory: bytes the loaded model holds, bytes of its weight files, table sizes, peak RSS.
 
-Leaves of ``params`` may be numpy, JAX or torch arrays (so peers are measured the same way).
-With ``factors`` (a low-rank table kept as ``A``, ``B``: the compressed teacher) it also
-reports ``factored_table_bytes`` and ``factored_param_bytes``, the size when the table ships
-as its factors rather than merged. Peak host RSS is the process's high-water mark (``resource.getrusage``), so it includes
-everything loaded before the evaluation; read it as "this process needed at most".
+Two sizes that differ, kept apart by name:
+
+* ``memory/resident_bytes``: every array the loaded model holds in memory (its ``params``),
+  with ``memory/resident_bytes_<dtype>`` and ``memory/param_count`` as the breakdown. An int8
+  export that dequantises its table on load holds a float32 table: that is what counts here.
+* ``memory/disk_bytes``: the weight files it was read from (``info["disk_bytes"]``), i.e. what
+  ships; an int8 export's ``model_int8.safetensors`` is about 4x smaller than its float32 one.
+
+``memory/table_bytes`` (with ``table_dtype``, ``vocab_size``, ``table_dim``,
+``bytes_per_vocab_row``) is the [vocab, d] table as held in memory. Leaves of ``params`` may be
+numpy, JAX or torch arrays (so peers are measured the same way). With ``factors`` (a low-rank
+table kept as ``A``, ``B``: the compressed teacher) it also reports ``factored_table_bytes``
+and ``factored_resident_bytes``: the sizes when the table is kept as its factors rather than
+merged (``disk_bytes`` stays the merged files the model was read from). Peak host RSS is the process's high-water mark
+(``resource.getrusage``), so it includes everything loaded before the evaluation; read it as
+"this process needed at most".
 
 Example::
 
-    MemoryEvaluator(params=ex.params, table=ex.model.embedding_table()).run(embed_fn)
+    MemoryEvaluator(params=ex.params, table=ex.model.embedding_table(), disk_bytes=n).run()
 """
 
 from __future__ import annotations
@@ -50,13 +61,13 @@ def leaves(tree: Any) -> Iterator[Any]:
 
 
 def param_stats(params: Any) -> dict[str, int]:
-    """``param_count``, ``param_bytes`` and ``param_bytes_<dtype>`` of a parameter tree."""
-    out = {"param_count": 0, "param_bytes": 0}
+    """``param_count``, ``resident_bytes`` and ``resident_bytes_<dtype>`` of a parameter tree."""
+    out = {"param_count": 0, "resident_bytes": 0}
     for leaf in leaves(params):
         count, nbytes, dtype = array_bytes(leaf)
         out["param_count"] += count
-        out["param_bytes"] += nbytes
-        out[f"param_bytes_{dtype}"] = out.get(f"param_bytes_{dtype}", 0) + nbytes
+        out["resident_bytes"] += nbytes
+        out[f"resident_bytes_{dtype}"] = out.get(f"resident_bytes_{dtype}", 0) + nbytes
     return out
 
 
@@ -94,35 +105,50 @@ def device_memory() -> dict[str, int]:
 
 
 class MemoryEvaluator:
-    """Sizes of a model's parameters and table, and the process's memory use.
+    """Sizes of a model in memory and on disk, of its table, and the process's memory use.
 
     Args:
-      params: the parameter tree (None: parameter sizes are skipped with a reason).
-      table: the static [vocab, d] table (None: table sizes are skipped with a reason).
+      params: every array the loaded model holds (None: resident sizes are skipped).
+      table: the static [vocab, d] table as held in memory (None: table sizes are skipped).
       factors: the table's low-rank factors, if it is stored factored (optional).
+      disk_bytes: bytes of the weight files the model was read from (None: skipped).
     """
 
-    def __init__(self, params: Any = None, table: Any = None, factors: Any = None):
+    def __init__(
+        self,
+        params: Any = None,
+        table: Any = None,
+        factors: Any = None,
+        disk_bytes: int | None = None,
+    ):
         self.params, self.table, self.factors = params, table, factors
+        self.disk_bytes = disk_bytes
 
     def run(self, embed_fn: EmbedFn | None = None) -> Iterator[tuple[str, Any]]:
         """Yields ``memory/...`` metrics; ``embed_fn`` is unused (sizes come from the model)."""
+        resident = None
         if self.params is None:
-            yield "memory/params", Skipped("the model loader gave no parameter tree")
+            yield "memory/resident", Skipped("the model loader gave no parameter tree")
         else:
-            for name, value in param_stats(self.params).items():
+            stats = param_stats(self.params)
+            resident = stats["resident_bytes"]
+            for name, value in stats.items():
                 yield f"memory/{name}", value
+        if self.disk_bytes is None:
+            yield "memory/disk", Skipped("the model loader named no weight files")
+        else:
+            yield "memory/disk_bytes", int(self.disk_bytes)
         if self.table is None:
             yield "memory/table", Skipped("the model loader gave no embedding table")
         else:
             for name, value in table_stats(self.table).items():
                 yield f"memory/{name}", value
         if self.factors is not None:
-            factored = param_stats(self.factors)["param_bytes"]
+            factored = param_stats(self.factors)["resident_bytes"]
             yield "memory/factored_table_bytes", factored
-            if self.params is not None and self.table is not None:
-                merged = param_stats(self.params)["param_bytes"] - array_bytes(self.table)[1]
-                yield "memory/factored_param_bytes", merged + factored
+            if resident is not None and self.table is not None:
+                merged_table = array_bytes(self.table)[1]
+                yield "memory/factored_resident_bytes", resident - merged_table + factored
         yield "memory/peak_rss_bytes", peak_rss_bytes()
         for name, value in device_memory().items():
             yield f"memory/{name}", value

@@ -5,18 +5,20 @@ Specs understood here:
 * a model name or path: the teacher as it is, through :class:`embres.EmbeddingExtractor`;
 * ``sentence-transformers:<name or path>``: a peer through ``SentenceTransformer``;
 * ``model2vec:<name or path>``: a peer through ``StaticModel.from_pretrained``;
-* an embres static export (a directory holding ``embres_static.json``), or a training workdir
-  whose ``export/`` holds one: through :meth:`embres.ModelAdapter.load` (numpy inference);
-  ``int8=True`` (CLI ``--int8``) evaluates its per-row int8 table; ``static:<path>`` and
-  ``int8:<path>`` name these explicitly;
+* an embres static export (a directory holding ``embres_static.json``, a static table or an
+  adapter over one such as a hybrid), or a training workdir whose ``export/`` holds one:
+  through :func:`embres.export.load_student`; ``int8=True`` (CLI ``--int8``) evaluates its
+  per-row int8 table; ``static:<path>`` and ``int8:<path>`` name these explicitly;
 * a training workdir whose ``export/`` holds a Hugging Face ``config.json`` (the compressed
   teacher): through :class:`embres.EmbeddingExtractor`; the low-rank factors that
   ``embres.train`` keeps in ``export/adapter/adapter.safetensors`` go into ``info["factors"]``
   so ``memory`` reports the factored table size too.
 
-``info`` holds what the tasks other than quality need: ``params`` (array tree), ``table``
-([vocab, d]) and optionally ``factors`` (array tree) for ``memory``; ``count_tokens`` and ``device`` for ``speed``; and plain
-JSON values (``kind``, ``dim``, ...) that go into the report.
+``info`` holds what the tasks other than quality need: for ``memory``, ``params`` (every
+array the loaded model holds in memory), ``table`` ([vocab, d], as held), ``disk_bytes`` (the
+weight files it was read from) and optionally ``factors`` (array tree); for ``speed``,
+``count_tokens`` and ``device``; and plain JSON values (``kind``, ``dim``, ...) that go into
+the report.
 
 Extending (e.g. training workdirs or export dirs)::
 
@@ -30,6 +32,7 @@ tried, in order, on specs without a known prefix before the extractor default.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -93,13 +96,42 @@ def _refuse_int8(target: str, int8: bool) -> None:
         )
 
 
+def weight_file_bytes(directory: str | Path, modules: bool = False) -> int | None:
+    """Bytes of the weight files a model directory is read from, or None when it has none.
+
+    ``model.safetensors``, else the shards of ``model.safetensors.index.json``, else
+    ``pytorch_model.bin``; with ``modules`` (sentence-transformers), also those of the module
+    folders (e.g. ``2_Dense/``).
+    """
+    path = Path(directory)
+    if not path.is_dir():
+        return None
+    folders = [path]
+    if modules:
+        folders += sorted(p for p in path.iterdir() if p.is_dir() and p.name[:1].isdigit())
+    total, found = 0, False
+    for folder in folders:
+        index = folder / "model.safetensors.index.json"
+        if (folder / "model.safetensors").is_file():
+            files = [folder / "model.safetensors"]
+        elif index.is_file():
+            shards = json.loads(index.read_text())["weight_map"].values()
+            files = [folder / name for name in sorted(set(shards))]
+        else:
+            files = [f for f in (folder / "pytorch_model.bin",) if f.is_file()]
+        total += sum(f.stat().st_size for f in files)
+        found = found or bool(files)
+    return total if found else None
+
+
 def load_extractor(
     target: str, batch_size: int = 64, dtype: str = "float32", int8: bool = False, **_
 ):
     """An embres model (bundled name, HF directory or cached hub id) as it is."""
     _refuse_int8(target, int8)
-    from embres import EmbeddingExtractor, tokenize
+    from embres import tokenize
     from embres.evaluate.speed import default_device
+    from embres.extract import EmbeddingExtractor
 
     ex = EmbeddingExtractor(model=target, dtype=dtype, batch_size=batch_size)
 
@@ -118,6 +150,7 @@ def load_extractor(
         "normalize": ex.model.normalize,
         "params": ex.params,
         "table": ex.model.embedding_table(),
+        "disk_bytes": weight_file_bytes(ex.model.path),
         "count_tokens": count_tokens,
         "device": default_device(),
     }
@@ -156,6 +189,7 @@ def load_sentence_transformer(target: str, batch_size: int = 64, int8: bool = Fa
         "dim": int(model.encode(["dim"], convert_to_numpy=True).shape[1]),
         "params": dict(model.state_dict()),
         "table": None if table is None else table.detach(),
+        "disk_bytes": weight_file_bytes(_bundled_path(target), modules=True),
         "count_tokens": count_tokens,
         "device": str(model.device),
     }
@@ -183,6 +217,7 @@ def load_model2vec(target: str, batch_size: int = 64, int8: bool = False, **_):
         "dim": int(model.dim),
         "params": {"embedding": model.embedding},
         "table": model.embedding,
+        "disk_bytes": weight_file_bytes(target),
         "count_tokens": count_tokens,
         "device": "cpu (numpy)",
     }
@@ -210,13 +245,18 @@ def is_unknown_workdir(spec: str) -> bool:
 
 
 def load_static(target: str, int8: bool = False, **_):
-    """An embres static export (or a workdir with one in ``export/``) via ``ModelAdapter``.
+    """An embres static export (or a workdir with one in ``export/``) via ``load_student``.
+
+    Static tables and adapters that run over them (e.g. a hybrid) load the same way; ``info``
+    holds the arrays the loaded model keeps (``params``: with ``int8`` that is whatever the
+    loader holds, e.g. the dequantised float32 table) and the bytes of the weight files it
+    was read from (``disk_bytes``).
 
     Raises:
       FileNotFoundError: naming the directory and the files expected there.
     """
-    from embres import ModelAdapter
-    from embres.export import INT8_FILE, META_FILE
+    from embres.evaluate.speed import default_device
+    from embres.export import FLOAT_FILE, META_FILE, load_student
 
     path = static_export_dir(target)
     if path is None:
@@ -224,59 +264,40 @@ def load_static(target: str, int8: bool = False, **_):
             f"{target} is not an embres static export: expected {META_FILE} in it or in "
             f"{Path(target, 'export')}"
         )
-    adapter = ModelAdapter.load(path, int8=int8)
-    embedder = adapter.embedder
-    hybrid_file = path / "hybrid.safetensors"
-    if hybrid_file.exists() and not int8:  # a hybrid: its mixer runs over the static rows
-        from safetensors.numpy import load_file
-
-        from embres.static_training import load_hybrid
-
-        hybrid_encode = load_hybrid(path)
-        params = dict(load_file(str(hybrid_file)))
-
-        def count_hybrid_tokens(texts: list[str]) -> int:
-            return sum(len(ids) for ids in embedder.token_ids(texts))
-
-        info = {
-            "kind": "embres-hybrid",
-            "path": str(path),
-            "dim": adapter.target_dim,
-            "params": params,
-            "table": params["table"],
-            "count_tokens": count_hybrid_tokens,
-            "table_bytes": int(sum(np.asarray(v).nbytes for v in params.values())),
-            "device": "cpu (jax)",
-        }
-        return hybrid_encode, info
-    if int8:  # the stored form: int8 rows plus one float32 scale per row
-        from safetensors.numpy import load_file
-
-        tensors = load_file(str(path / INT8_FILE))
-        params: dict[str, Any] = dict(tensors)
-        table = tensors["embeddings_int8"]
-    else:
-        params, table = {"embeddings": embedder.table}, embedder.table
+    # int8=None: the float32 table when the export has one, else its int8 table (int8-only).
+    student = load_student(path, int8=True if int8 else None)
+    params = dict(student.params)
+    int8 = bool(int8) or (student.kind == "static" and not (path / FLOAT_FILE).exists())
 
     def embed_fn(texts: list[str]) -> np.ndarray:
-        return adapter.adapt(texts)
+        return np.asarray(student.encode(list(texts)), np.float32)
 
     def count_tokens(texts: list[str]) -> int:
-        return sum(len(ids) for ids in embedder.token_ids(texts))
+        return sum(len(ids) for ids in student.token_ids(list(texts)))
 
+    meta = dict(student.meta or {})
     info = {
-        "kind": "embres-static",
+        "kind": "embres-static" if student.kind == "static" else f"embres-{student.kind}",
         "path": str(path),
-        "dim": int(embedder.dim),
+        "dim": int(student.dim),
         "int8": bool(int8),
-        "source_model": str(adapter.source_model),
-        "table_bytes": int(sum(np.asarray(v).nbytes for v in params.values())),
+        "disk_bytes": int(student.disk_bytes),
         "params": params,
-        "table": table,
+        "table": held_table(student, params),
         "count_tokens": count_tokens,
-        "device": "cpu (numpy)",
+        "device": "cpu (numpy)" if student.kind == "static" else default_device(),
     }
+    if meta.get("source_model"):
+        info["source_model"] = str(meta["source_model"])
     return embed_fn, info
+
+
+def held_table(student: Any, params: dict[str, Any]) -> Any:
+    """The [vocab, d] table a loaded student holds: its ``table``, else the params' one."""
+    table = getattr(student, "table", None)
+    if table is None:
+        table = params.get("table", params.get("embeddings"))
+    return table if table is not None and np.ndim(table) == 2 else None
 
 
 def load_hf_workdir(target: str, batch_size: int = 64, dtype: str = "float32", **options):

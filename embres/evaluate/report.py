@@ -22,11 +22,24 @@ from typing import Any
 
 from embres.evaluate.common import DataFormatError
 
-SIZE_METRICS = ("memory/param_bytes", "memory/table_bytes")
+# The size axis of quality_vs_size.png: the first of these the models carry. Resident bytes
+# are what the loaded model holds in memory (an int8 export dequantised on load counts as
+# float32); disk bytes, its weight files, stay a headline column. memory/param_bytes is the
+# resident size under its old name, so reports written before the rename still plot.
+SIZE_METRICS = ("memory/resident_bytes", "memory/table_bytes", "memory/param_bytes")
 SPEED_METRIC = "speed/sentences_per_s"
 # Breakdown metrics kept out of the headline table (they stay in report.json and the details).
-DETAIL_PREFIXES = ("memory/param_bytes_", "memory/device_", "speed/batch_size")
+DETAIL_PREFIXES = (
+    "memory/resident_bytes_",
+    "memory/param_bytes_",
+    "memory/device_",
+    "speed/batch_size",
+)
 DETAIL_NAMES = ("memory/table_dtype", "memory/table_dim", "memory/vocab_size", "memory/param_count")
+SIZE_NOTE = (
+    "resident_bytes: the arrays the loaded model holds in memory; disk_bytes: the weight files "
+    "it was read from (an int8 export is small on disk but may hold a float32 table)."
+)
 
 
 def format_value(name: str, value: Any) -> str:
@@ -67,6 +80,8 @@ def markdown(records: Sequence[dict[str, Any]], title: str = "embres evaluation"
             for c in columns
         ]
         lines.append(f"| {record['name']} | " + " | ".join(cells) + " |")
+    if any("memory/disk_bytes" in r["metrics"] for r in records):
+        lines += ["", SIZE_NOTE]
     if len(records) > 1 and any("memory/peak_rss_bytes" in r["metrics"] for r in records):
         lines += [
             "",

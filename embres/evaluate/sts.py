@@ -140,7 +140,7 @@ def load_tfds_pairs(spec: str, split: str = "dev") -> Pairs:
       ModuleNotFoundError: tensorflow-datasets is not importable (install ``embres[tfds]``).
       DataFormatError: the split has no gold scores (GLUE test splits carry -1).
     """
-    from embres.evaluate.tfds_text import as_text, iter_tfds_rows, parse_tfds_spec
+    from embres.data.tfds import as_text, iter_tfds_rows, parse_tfds_spec
 
     parsed = parse_tfds_spec(spec)
     tfds_split = parsed.split or TFDS_SPLITS.get(split, split)
@@ -221,7 +221,8 @@ class STSEvaluator:
     """Spearman x100 on several STS datasets; an absent dataset yields a ``Skipped``.
 
     Args:
-      datasets: names accepted by :func:`load_pairs`.
+      datasets: names accepted by :func:`load_pairs`, as a sequence or one comma-separated
+        string (``"stsb,sick,stsb_tr"``, as a training config gives it).
       split: split of each dataset.
       data_dir: default ``$EMBRES_DATA_DIR``.
       limit: use only the first ``limit`` pairs of each (quick checks).
@@ -234,7 +235,9 @@ class STSEvaluator:
         data_dir: str | os.PathLike | None = None,
         limit: int | None = None,
     ):
-        self.datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+        if isinstance(datasets, str):
+            datasets = [d.strip() for d in datasets.split(",") if d.strip()]
+        self.datasets = list(datasets)
         self.split, self.data_dir, self.limit = split, data_dir, limit
 
     def run(self, embed_fn: EmbedFn) -> Iterator[tuple[str, float | Skipped]]:
