@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
+
+log = logging.getLogger(__name__)
 
 JSONL = "metrics.jsonl"
 
@@ -26,17 +30,56 @@ def check_finite(step: int, metrics: dict[str, float], last_good: int | None) ->
       metrics: host floats.
       last_good: the newest checkpoint step, for the message.
     """
-    bad = {k: v for k, v in metrics.items() if not math.isfinite(v)}
+    bad = _non_finite(metrics)
     if bad:
-        kept = (
-            f"the last good checkpoint (step {last_good}) is kept"
-            if last_good
-            else ("no checkpoint was written yet")
-        )
+        if last_good is None:
+            kept = "no checkpoint was written yet"
+        elif last_good < step:
+            kept = f"the last good checkpoint (step {last_good}) is kept"
+        else:  # a trainer that checks a window late may have saved after the bad step
+            kept = (
+                f"the checkpoint at step {last_good} was written at or after this step and may "
+                "hold non-finite values; resume from one before it"
+            )
         raise NonFiniteLossError(
             f"non-finite metrics at step {step}: {bad}; stopping. {kept}. "
             "Lower config.optimizer.learning_rate or check the data."
         )
+
+
+def _non_finite(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if not math.isfinite(float(v))}
+
+
+def first_non_finite(
+    steps: list[int], metrics: list[dict[str, Any]]
+) -> tuple[int, dict[str, float]] | None:
+    """The first step of a window whose metrics hold a NaN or inf, with those metrics.
+
+    For a trainer that keeps each step's metrics on the device and fetches a window of them
+    at log time (one host sync per window, not per step): it still names the first bad
+    step, not the step it happened to look at. Pass the result on to
+    :func:`check_finite` to stop with the usual message::
+
+        bad = first_non_finite(steps, rows)
+        if bad is not None:
+            check_finite(*bad, last_good)
+
+    Args:
+      steps: the steps of the window, in order.
+      metrics: one dict of scalars (host floats, or arrays of shape ``()``) per step.
+
+    Returns:
+      ``(step, {name: value})`` of the non-finite metrics of the first bad step, or
+      ``None`` when every value is finite.
+    """
+    if len(steps) != len(metrics):
+        raise ValueError(f"{len(steps)} steps but {len(metrics)} metric rows")
+    for step, row in zip(steps, metrics, strict=True):
+        bad = _non_finite(row)
+        if bad:
+            return int(step), bad
+    return None
 
 
 class MetricWriter:
@@ -61,12 +104,7 @@ class MetricWriter:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.path = self.workdir / JSONL
         if self.path.exists():
-            kept = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= start_step
-            ]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            self._trim(start_step)
         from tensorboardX import SummaryWriter
 
         self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
@@ -74,6 +112,29 @@ class MetricWriter:
             from tqdm.auto import tqdm
 
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step")
+
+    def _trim(self, start_step: int) -> None:
+        """Keeps the lines up to ``start_step``; drops undecodable ones (a kill mid-write)."""
+        kept, dropped = [], 0
+        for line in self.path.read_text(errors="replace").splitlines():
+            if not line.strip():
+                continue
+            try:
+                keep = json.loads(line).get("step", 0) <= start_step
+            except (ValueError, AttributeError, TypeError):  # cut short, or not a row of ours
+                dropped += 1
+                continue
+            if keep:
+                kept.append(line)
+        if dropped:
+            log.warning(
+                "dropped %d undecodable line(s) from %s (a run killed while writing)",
+                dropped,
+                self.path,
+            )
+        partial = self.path.with_name(self.path.name + ".tmp")
+        partial.write_text("".join(line + "\n" for line in kept))
+        os.replace(partial, self.path)  # a kill now leaves the old file or the new one
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         """Logs ``metrics`` (host scalars) for ``step``."""
