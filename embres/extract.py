@@ -67,7 +67,7 @@ class EmbeddingExtractor:
         if max_length is not None and not 0 < max_length <= limit:
             raise ValueError(f"max_length={max_length} must be in [1, {limit}] for this model")
         self.max_length = max_length or limit
-        self.pad_id = int(self.model.config.pad_token_id)
+        self.pad_id = self.model.pad_id  # always a row of the table, see LoadedModel.pad_id
         self.trace_count = 0  # how many times the forward was traced (one per bucket shape)
         self._forward = jax.jit(
             self._forward_impl, static_argnames=("depth", "pooling", "normalize")

@@ -29,3 +29,48 @@ def data_dir() -> Path:
     if not path or not Path(path).is_dir():
         pytest.skip("EMBRES_DATA_DIR is not set to the shared data folder")
     return Path(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Builds each distinct tiny Hugging Face checkpoint once per pytest session.
+
+    Signature of the returned function::
+
+        tiny_models(family: str, **options) -> pathlib.Path
+
+    ``family`` is "bert", "xlmr" or "gpt2"; ``options`` are the keyword arguments of
+    :func:`embres.testing.tiny_checkpoint` other than ``directory`` (``hidden_size``,
+    ``num_layers``, ``num_heads``, ``seed``, ``safe_serialization``, ``max_shard_size``,
+    ``pad_token``, ``vocab_size``, ``config_overrides``). The first call with a given family and
+    options writes the checkpoint (model + tokenizer) under a session temporary folder; later
+    calls with equal arguments (defaults filled in: ``num_layers=2`` is the same as leaving it
+    out) return the same directory; an unknown option raises ``TypeError``. The directory is
+    shared by every test of the session: treat it as read-only, and copy it
+    (``shutil.copytree``) before editing.
+
+    Example::
+
+        def test_something(tiny_models):
+            path = tiny_models("gpt2", pad_token=False, num_layers=3)
+            model = load_model(path)
+    """
+    import inspect
+    import json
+
+    from embres.testing import tiny_checkpoint
+
+    signature = inspect.signature(tiny_checkpoint)
+    built: dict[str, Path] = {}
+
+    def build(family: str, **options) -> Path:
+        bound = signature.bind(family, None, **options)
+        bound.apply_defaults()
+        del bound.arguments["directory"]
+        key = json.dumps(bound.arguments, sort_keys=True, default=repr)
+        if key not in built:
+            directory = tmp_path_factory.mktemp(f"tiny_{family}") / "model"
+            built[key] = tiny_checkpoint(family, directory, **options)
+        return built[key]
+
+    return build

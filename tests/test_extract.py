@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from embres import EmbeddingExtractor
-from embres.testing import tiny_checkpoint
+from embres import EmbeddingExtractor, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +44,34 @@ def test_bfloat16_extraction_stays_close(minilm, sts_dev_sentences):
     assert _cos(bf16.extract_embeddings(texts), minilm.extract_embeddings(texts)).min() > 0.999
 
 
+def _batch_shapes(ex, texts):
+    """The padded (rows, length) of each batch ``ex`` runs for ``texts``, in order."""
+    token_ids = tokenize.encode(ex.model.tokenizer, texts, ex.max_length)
+    return [
+        ids.shape
+        for _, ids, _ in tokenize.bucketed_batches(
+            token_ids, ex.batch_size, ex.max_length, ex.pad_id
+        )
+    ]
+
+
 def test_each_bucket_traces_once_and_order_is_kept(minilm):
-    ex = EmbeddingExtractor(minilm.model, batch_size=8)
+    ex = EmbeddingExtractor(minilm.model, batch_size=2)
     texts = [("word " * n).strip() for n in (1, 30, 2, 5, 17, 3, 1, 9, 4, 12)]
+    batches = _batch_shapes(ex, texts)
+    # 5 batches in 2 bucket shapes today ((2, 32) once, (2, 16) four times): one trace per
+    # batch, or padding to each batch's own longest text, would give more traces than shapes.
+    assert len(batches) > len(set(batches)) >= 2
     first = ex.extract_embeddings(texts)
-    traces = ex.trace_count
-    assert traces >= 1
+    assert ex.trace_count == len(set(batches))
     # New texts of the same bucket shapes: no new trace.
     again = ex.extract_embeddings([t.replace("word", "thing") for t in texts])
-    assert ex.trace_count == traces
+    assert ex.trace_count == len(set(batches))
     assert not np.allclose(first, again)
-    # Order: each row equals the text embedded on its own.
+    # Order: each row equals the text embedded on its own (one new trace per new shape).
     single = np.stack([ex.extract_embeddings([t])[0] for t in texts])
+    singles = {shape for t in texts for shape in _batch_shapes(ex, [t])}
+    assert ex.trace_count == len(set(batches) | singles) < len(batches) + len(texts)
     np.testing.assert_allclose(first, single, atol=1e-5)
 
 
@@ -76,9 +91,8 @@ def test_long_texts_are_truncated(minilm):
     np.testing.assert_allclose(vec[0], vec[1], atol=1e-6)
 
 
-def test_layers_and_poolings(tmp_path):
-    path = tiny_checkpoint("bert", tmp_path / "bert", num_layers=2)
-    ex = EmbeddingExtractor(path)
+def test_layers_and_poolings(tiny_models):
+    ex = EmbeddingExtractor(tiny_models("bert", num_layers=2))
     texts = ["the man plays guitar", "a cat", ""]
     tokens, mask = ex.extract_embeddings(texts, layer=1, pooling="none")
     assert tokens.shape[:2] == mask.shape and mask.sum(1).tolist() == [6, 4, 2]
@@ -112,11 +126,31 @@ def test_layers_and_poolings(tmp_path):
         ex.extract_embeddings(texts, pooling="sum")
 
 
-@pytest.mark.parametrize("family", ["gpt2", "xlmr"])
-def test_other_families_extract(tmp_path, family):
-    ex = EmbeddingExtractor(tiny_checkpoint(family, tmp_path / family))
-    vecs = ex.extract_embeddings(["the dog runs", "", "bir kedi"])
+@pytest.mark.parametrize(
+    "family,options",
+    [
+        pytest.param("gpt2", {}, id="gpt2"),
+        pytest.param("xlmr", {}, id="xlmr"),
+        pytest.param("xlmr", {"pad_token": False}, id="xlmr-no-pad-token"),
+        # GPT-2's own bos/eos id (50256) with a 39-row table and no pad token: padding with
+        # the eos id used to look up NaN and spread it to every vector.
+        pytest.param(
+            "gpt2",
+            {"config_overrides": {"bos_token_id": 50256, "eos_token_id": 50256}},
+            id="gpt2-eos-past-table",
+        ),
+        pytest.param("gpt2", {"pad_token": True}, id="gpt2-pad-token"),
+    ],
+)
+def test_other_families_extract(tiny_models, family, options):
+    ex = EmbeddingExtractor(tiny_models(family, **options))
+    assert 0 <= ex.pad_id < ex.model.config.vocab_size
+    texts = ["the dog runs", "", "bir kedi"]
+    vecs = ex.extract_embeddings(texts)
     assert vecs.shape == (3, 32) and np.isfinite(vecs).all()
+    # Padding (to the bucket's length and row count) changes nothing: each text alone.
+    alone = np.stack([ex.extract_embeddings([t])[0] for t in texts])
+    np.testing.assert_allclose(vecs, alone, atol=1e-5)
     assert ex.model.pooling == ("last" if family == "gpt2" else "mean")
     assert ex.embedding_table().shape[1] == 32
 

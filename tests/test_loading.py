@@ -6,12 +6,11 @@ from safetensors.numpy import load_file, save_file
 
 from embres.models import UnknownModelError, load_model, resolve
 from embres.models.hf import CheckpointMismatchError, PickleCheckpointError
-from embres.testing import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return tiny_checkpoint("bert", tmp_path_factory.mktemp("bert") / "m")
+def tiny_bert(tiny_models):
+    return tiny_models("bert")
 
 
 def _rewrite(path, edit):
@@ -27,8 +26,8 @@ def _copy(src, dst):
     return dst
 
 
-def test_sharded_checkpoint_loads_the_same_params(tmp_path, tiny_bert):
-    sharded = tiny_checkpoint("bert", tmp_path / "sharded", max_shard_size="20KB")
+def test_sharded_checkpoint_loads_the_same_params(tiny_models, tiny_bert):
+    sharded = tiny_models("bert", max_shard_size="20KB")
     assert (sharded / "model.safetensors.index.json").exists()
     a, b = load_model(tiny_bert).params, load_model(sharded).params
     np.testing.assert_array_equal(
@@ -60,8 +59,8 @@ def test_ignored_heads_and_buffers_are_not_errors(tmp_path, tiny_bert):
     load_model(path)
 
 
-def test_pickle_needs_explicit_opt_in(tmp_path, tiny_bert):
-    path = tiny_checkpoint("bert", tmp_path / "pickle", safe_serialization=False)
+def test_pickle_needs_explicit_opt_in(tiny_models, tiny_bert):
+    path = tiny_models("bert", safe_serialization=False)
     assert not (path / "model.safetensors").exists()
     with pytest.raises(PickleCheckpointError, match="allow_pickle=True"):
         load_model(path)
@@ -114,7 +113,7 @@ def test_export_round_trip_reloads_identical_params(tmp_path, tiny_bert):
 
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
-def test_sharded_table_reads_only_each_devices_rows(tmp_path, monkeypatch, family):
+def test_sharded_table_reads_only_each_devices_rows(tmp_path, tiny_models, monkeypatch, family):
     """A row-sharded table is built block by block from the mmapped shards: no read ever
     returns the whole table, padding rows are zeros, and the model computes the same."""
     import jax
@@ -123,7 +122,7 @@ def test_sharded_table_reads_only_each_devices_rows(tmp_path, monkeypatch, famil
     from embres import parallel
     from embres.models import hf
 
-    path = tiny_checkpoint(family, tmp_path / "m", max_shard_size="20KB")
+    path = tiny_models(family, max_shard_size="20KB")
     assert (path / "model.safetensors.index.json").exists()
     reference = load_model(path)
     whole, blocks = [], []
@@ -168,7 +167,7 @@ def test_sharded_table_reads_only_each_devices_rows(tmp_path, monkeypatch, famil
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=0)
 
 
-def test_sharded_table_must_divide(tmp_path, tiny_bert):
+def test_sharded_table_must_divide(tiny_bert):
     from jax.sharding import NamedSharding, PartitionSpec
 
     from embres import parallel

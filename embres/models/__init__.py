@@ -64,6 +64,23 @@ class LoadedModel:
         return self.config.num_layers
 
     @property
+    def pad_id(self) -> int:
+        """The id batches are padded with: always a row of the table.
+
+        The tokenizer's pad token when it has one inside the table, else the config's pad id
+        (GPT-2's end-of-text) when that is a row, else 0. Padded positions are masked, so any
+        row serves; an id past the table (GPT-2's 50256 with a smaller tokenizer) would be
+        looked up as NaN, JAX filling out-of-bounds gathers. The ports replace padded ids
+        themselves too; this is the id to pad batches with.
+        """
+        vocab_size = self.config.vocab_size
+        candidates = (getattr(self.tokenizer, "pad_token_id", None), self.config.pad_token_id)
+        for token_id in candidates:
+            if token_id is not None and 0 <= int(token_id) < vocab_size:
+                return int(token_id)
+        return 0
+
+    @property
     def table_path(self) -> tuple[str, ...]:
         return tuple(self.family.TABLE_PATH.split("/"))
 
@@ -90,7 +107,10 @@ class LoadedModel:
             for part in self.table_path:
                 node = node[part]
             if node.shape[0] != self.config.vocab_size:
-                kwargs["inputs_embeds"] = jnp.take(node, input_ids, axis=0)
+                ids = input_ids
+                if attention_mask is not None:  # pads may hold any id: look up a real row
+                    ids = layers.pad_ids(jnp.asarray(ids), jnp.asarray(attention_mask), self.pad_id)
+                kwargs["inputs_embeds"] = jnp.take(node, ids, axis=0)
         return self.module.apply({"params": params}, input_ids, attention_mask, **kwargs)
 
 

@@ -87,12 +87,18 @@ class Config:
         return self.max_positions
 
 
-def position_ids_for(config: Config, input_ids: jax.Array) -> jax.Array:
+def position_ids_for(
+    config: Config, input_ids: jax.Array, attention_mask: jax.Array | None = None
+) -> jax.Array:
     """Position ids as the reference computes them for this layout."""
     if config.position_style == "roberta":
         # RoBERTa counts only non-pad tokens, starting after padding_idx, and gives pads
-        # padding_idx; so padding may sit anywhere, left or right.
-        real = (input_ids != config.pad_token_id).astype(jnp.int32)
+        # padding_idx; so padding may sit anywhere, left or right. Masked positions count as
+        # pads too, whatever id they hold.
+        real = input_ids != config.pad_token_id
+        if attention_mask is not None:
+            real = real & attention_mask.astype(bool)
+        real = real.astype(jnp.int32)
         return jnp.cumsum(real, axis=-1) * real + config.pad_token_id
     return jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
 
@@ -105,12 +111,12 @@ class EncoderLayer(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden_states: jax.Array, bias: jax.Array) -> jax.Array:
+    def __call__(self, hidden_states: jax.Array, keep: jax.Array) -> jax.Array:
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         attn = layers.SelfAttention(cfg.num_heads, cfg.hidden_size, name="attention", **kw)
         attn_out = nn.Dense(cfg.hidden_size, name="attention_output", **kw)(
-            attn(hidden_states, bias)
+            attn(hidden_states, keep)
         )
         hidden_states = nn.LayerNorm(cfg.layer_norm_eps, name="attention_norm", **kw)(
             attn_out + hidden_states
@@ -150,24 +156,30 @@ class Encoder(nn.Module):
             attention_mask = jnp.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
+        # Pads become the config's pad id (a real row: Hugging Face requires it), so the lookup
+        # stays in the table and RoBERTa positions skip them, whatever id the caller padded with.
+        input_ids = layers.pad_ids(
+            input_ids, attention_mask, layers.valid_id(cfg.pad_token_id, cfg.vocab_size)
+        )
         word = nn.Embed(cfg.vocab_size, cfg.hidden_size, name="word_embeddings", **kw)
         if inputs_embeds is None:
             inputs_embeds = word(input_ids)
+        inputs_embeds = layers.zero_padding(inputs_embeds, attention_mask)
         positions = nn.Embed(cfg.max_positions, cfg.hidden_size, name="position_embeddings", **kw)
         types = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, name="token_type_embeddings", **kw)
         embeddings = (
             inputs_embeds.astype(self.dtype)
-            + positions(position_ids_for(cfg, input_ids))
+            + positions(position_ids_for(cfg, input_ids, attention_mask))
             + types(token_type_ids)
         )
         hidden_states = nn.LayerNorm(cfg.layer_norm_eps, name="embeddings_norm", **kw)(embeddings)
-        bias = layers.attention_mask_bias(attention_mask, causal=False)
+        keep = layers.attention_keep(attention_mask, causal=False)
         all_states = [hidden_states]
         depth = cfg.num_layers if num_layers is None else num_layers
         for i in range(cfg.num_layers):
             if i >= depth:
                 break
-            hidden_states = EncoderLayer(cfg, name=f"layer_{i}", **kw)(hidden_states, bias)
+            hidden_states = EncoderLayer(cfg, name=f"layer_{i}", **kw)(hidden_states, keep)
             all_states.append(hidden_states)
         return {
             "last_hidden_state": hidden_states,

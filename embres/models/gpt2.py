@@ -36,9 +36,20 @@ class Config:
     def from_hf_config(cls, hf: dict[str, Any]) -> Config:
         """Builds the config from a Hugging Face GPT-2 ``config.json`` dict."""
         n_embd = hf["n_embd"]
-        pad = hf.get("pad_token_id")
+        vocab_size = hf["vocab_size"]
+        # GPT-2 has no pad token; its end-of-text token pads, and the mask hides it. A
+        # GPT-2-family checkpoint with its own smaller tokenizer often keeps GPT-2's
+        # eos_token_id=50256, past its table: then any row will do, and 0 always exists.
+        pad = next(
+            (
+                int(i)
+                for i in (hf.get("pad_token_id"), hf.get("eos_token_id", 50256))
+                if isinstance(i, int) and 0 <= i < vocab_size
+            ),
+            0,
+        )
         return cls(
-            vocab_size=hf["vocab_size"],
+            vocab_size=vocab_size,
             hidden_size=n_embd,
             num_layers=hf["n_layer"],
             num_heads=hf["n_head"],
@@ -46,8 +57,7 @@ class Config:
             max_positions=hf["n_positions"],
             layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
             hidden_act=hf.get("activation_function", "gelu_new"),
-            # GPT-2 has no pad token; its end-of-text token pads, and the mask hides it.
-            pad_token_id=pad if pad is not None else hf.get("eos_token_id", 50256),
+            pad_token_id=pad,
         )
 
     def to_hf_config(self) -> dict[str, Any]:
@@ -86,7 +96,7 @@ class Block(nn.Module):
     param_dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, hidden_states: jax.Array, bias: jax.Array) -> jax.Array:
+    def __call__(self, hidden_states: jax.Array, keep: jax.Array) -> jax.Array:
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         head_dim = cfg.hidden_size // cfg.num_heads
@@ -95,7 +105,7 @@ class Block(nn.Module):
         q, k, v = (
             t.reshape(t.shape[:2] + (cfg.num_heads, head_dim)) for t in jnp.split(qkv, 3, axis=-1)
         )
-        context = layers.dot_product_attention(q, k, v, bias)
+        context = layers.dot_product_attention(q, k, v, keep)
         context = context.reshape(context.shape[:2] + (cfg.hidden_size,))
         hidden_states = hidden_states + nn.Dense(cfg.hidden_size, name="c_proj", **kw)(context)
         x = nn.LayerNorm(cfg.layer_norm_eps, name="ln_2", **kw)(hidden_states)
@@ -128,16 +138,20 @@ class Decoder(nn.Module):
             attention_mask = jnp.ones_like(input_ids)
         if position_ids is None:
             position_ids = position_ids_for(cfg, attention_mask)
+        input_ids = layers.pad_ids(
+            input_ids, attention_mask, layers.valid_id(cfg.pad_token_id, cfg.vocab_size)
+        )
         wte = nn.Embed(cfg.vocab_size, cfg.hidden_size, name="wte", **kw)
         if inputs_embeds is None:
             inputs_embeds = wte(input_ids)
+        inputs_embeds = layers.zero_padding(inputs_embeds, attention_mask)
         wpe = nn.Embed(cfg.max_positions, cfg.hidden_size, name="wpe", **kw)
         hidden_states = inputs_embeds.astype(self.dtype) + wpe(position_ids)
-        bias = layers.attention_mask_bias(attention_mask, causal=True)
+        keep = layers.attention_keep(attention_mask, causal=True)
         all_states = [hidden_states]
         depth = cfg.num_layers if num_layers is None else num_layers
         for i in range(depth):
-            hidden_states = Block(cfg, name=f"h_{i}", **kw)(hidden_states, bias)
+            hidden_states = Block(cfg, name=f"h_{i}", **kw)(hidden_states, keep)
             if i < depth - 1:
                 all_states.append(hidden_states)
         ln_f = nn.LayerNorm(cfg.layer_norm_eps, name="ln_f", **kw)
