@@ -8,7 +8,6 @@ token is (SIF weights from a Zipf prior or measured counts), and PCA maps them t
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from embres import pooling as pooling_lib
+from embres import tokenize
+from embres.linalg import pca
 from embres.models import LoadedModel
 
 
@@ -29,19 +30,8 @@ class VocabDistillation:
     raw: np.ndarray  # [vocab, d] teacher rows before weighting and PCA
     weights: np.ndarray  # [vocab] SIF weights
     mean: np.ndarray  # [d] PCA centre
-    components: np.ndarray  # [target_dim, d] PCA basis (rows)
+    components: np.ndarray  # [target_dim, d] PCA basis (rows), from embres.linalg.pca
     seconds: float
-
-
-def special_ids(model: LoadedModel) -> tuple[list[int], list[int]]:
-    """Ids the tokenizer puts before and after a text (e.g. [CLS] / [SEP]; none for GPT-2)."""
-    tok = model.tokenizer
-    probe = tok("x", add_special_tokens=True)["input_ids"]
-    plain = tok("x", add_special_tokens=False)["input_ids"]
-    for start in range(len(probe) - len(plain) + 1):
-        if probe[start : start + len(plain)] == plain:
-            return probe[:start], probe[start + len(plain) :]
-    return [], []
 
 
 def teacher_token_rows(
@@ -68,7 +58,7 @@ def teacher_token_rows(
         )
     if pooling not in ("mean", "token", "last"):
         raise ValueError(f"pooling={pooling!r}; expected 'mean', 'token' or 'last'")
-    before, after = special_ids(model)
+    before, after = tokenize.special_template(model.tokenizer)
     vocab = model.config.vocab_size
     ids = np.concatenate(
         [
@@ -105,20 +95,9 @@ def teacher_token_rows(
     return out
 
 
-# Placeholder tokens that never occur in text: they would skew the PCA and the Zipf ranks.
-UNUSED_TOKEN = re.compile(r"\[unused\d+\]|<unused\d+>|madeupword\d+")
-
-
 def usable_tokens(model: LoadedModel) -> np.ndarray:
-    """Boolean [vocab]: False for special and placeholder tokens (``[unused12]``, ``[CLS]``)."""
-    tok = model.tokenizer
-    vocab = model.config.vocab_size
-    names = tok.convert_ids_to_tokens(list(range(min(vocab, len(tok)))))
-    specials = set(getattr(tok, "all_special_ids", []))
-    keep = np.zeros(vocab, bool)
-    for i, name in enumerate(names):
-        keep[i] = name is not None and i not in specials and not UNUSED_TOKEN.fullmatch(name)
-    return keep
+    """Boolean [vocab]: :func:`embres.tokenize.usable_token_mask` of the model's tokenizer."""
+    return tokenize.usable_token_mask(model.tokenizer, model.config.vocab_size)
 
 
 def sif_weights(
@@ -129,9 +108,9 @@ def sif_weights(
 ) -> np.ndarray:
     """SIF weights a / (a + p(token)).
 
-    ``p`` comes from measured ``counts`` (add-one smoothed) when given, else from a Zipf prior
-    over the rank of each usable token id, which in BERT-style vocabularies roughly follows
-    frequency.
+    ``p`` comes from measured ``counts`` (add-one smoothed) when given, else from the Zipf
+    prior over the rank of each usable token id (:func:`embres.tokenize.zipf_prior`, the
+    distribution the corpus-free ``vocab`` source samples from).
     """
     if not 0 < coefficient < 1:
         raise ValueError(f"coefficient={coefficient}; expected a value in (0, 1)")
@@ -141,9 +120,7 @@ def sif_weights(
             raise ValueError(f"counts has shape {counts.shape}; expected ({vocab_size},)")
         prob = (counts + 1.0) / (counts.sum() + vocab_size)
     else:
-        rank = np.cumsum(usable)
-        inv_rank = np.where(usable, 1.0 / (rank + 1), 0.0)
-        prob = inv_rank / inv_rank.sum()
+        prob = tokenize.zipf_prior(usable)
     return (coefficient / (coefficient + prob)).astype(np.float32)
 
 
@@ -166,19 +143,6 @@ def token_counts(tokenizer, texts: Iterable[str], vocab_size: int) -> np.ndarray
     return counts
 
 
-def pca(rows: np.ndarray, target_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean [d], components [target_dim, d]) of ``rows``, by eigendecomposition of the covariance."""
-    d = rows.shape[1]
-    if not 0 < target_dim <= d:
-        raise ValueError(f"target_dim={target_dim}; expected 1..{d} for a {d}-d teacher")
-    mean = rows.mean(0)
-    centred = rows - mean
-    cov = (centred.T @ centred) / max(len(rows) - 1, 1)
-    eigvals, eigvecs = np.linalg.eigh(cov.astype(np.float64))
-    components = eigvecs[:, ::-1][:, :target_dim].T.astype(np.float32)
-    return mean.astype(np.float32), components
-
-
 def distill_vocabulary(
     model: LoadedModel,
     target_dim: int = 256,
@@ -198,10 +162,14 @@ def distill_vocabulary(
         STS-B dev for all-MiniLM-L6-v2).
       counts: measured token frequencies (:func:`token_counts`); a Zipf prior when None.
     """
+    width = model.config.hidden_size
+    if not 0 < target_dim <= width:  # before the teacher runs over the whole vocabulary
+        raise ValueError(f"target_dim={target_dim}; expected 1..{width} for a {width}-d teacher")
     start = time.perf_counter()
     raw = teacher_token_rows(model, layer=layer, pooling=pooling)
     usable = usable_tokens(model)
-    mean, components = pca(raw[usable], target_dim)
+    mean, basis = pca(raw[usable], target_dim)
+    mean, components = mean.astype(np.float32), basis.T.astype(np.float32)
     if sif_coefficient is None:
         sif_coefficient = 1e-3 if counts is not None else 1e-4
     weights = sif_weights(raw.shape[0], sif_coefficient, counts, usable)

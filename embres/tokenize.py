@@ -3,16 +3,31 @@
 Texts are tokenised once, sorted by length, cut into batches and padded to one of a few fixed
 lengths (and a few fixed row counts), so a jitted forward compiles once per bucket shape and
 never again, whatever texts come next.
+
+Also the facts about a vocabulary every consumer must agree on: the special tokens a text is
+wrapped in (:func:`special_template`), which ids are real tokens (:func:`usable_token_mask`)
+and the Zipf prior over them when no counts exist (:func:`zipf_prior`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 LENGTH_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+# Placeholders that never occur in text: BERT's ``[unusedN]``, ``<unusedN>`` and XLM-R's
+# ``madeupwordN``. They would skew a PCA and the Zipf ranks.
+PLACEHOLDER_TOKEN = re.compile(r"\[unused\d+\]|<unused\d+>|madeupword\d+")
+
+# The Zipf prior is p(rank) ~ 1 / (rank + ZIPF_SHIFT) over usable ids (rank 0 = the first).
+# The shift flattens the head: WordPiece/BPE lists start with punctuation and single
+# characters, not with the most frequent words. The corpus-free ``vocab`` source samples
+# from this prior, so changing it changes every corpus-free run.
+ZIPF_SHIFT = 10.0
 
 
 def check_texts(texts: Sequence[Any]) -> list[str]:
@@ -94,3 +109,60 @@ def bucketed_batches(
             input_ids[r, :n] = token_ids[i]
             mask[r, :n] = 1
         yield indices, input_ids, mask
+
+
+def special_template(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """(prefix, suffix): the special-token ids the tokenizer wraps every text in.
+
+    ``([CLS], [SEP])`` for BERT, ``(<s>, </s>)`` for XLM-R, ``([], [])`` for GPT-2. Found by
+    locating a plain text's ids inside the same text encoded with special tokens.
+
+    Raises:
+      ValueError: the plain ids do not occur inside the wrapped ones (a tokenizer whose
+        special tokens change how the text itself is split).
+    """
+    wrapped = list(tokenizer("x", add_special_tokens=True)["input_ids"])
+    plain = list(tokenizer("x", add_special_tokens=False)["input_ids"])
+    for start in range(len(wrapped) - len(plain) + 1):
+        if wrapped[start : start + len(plain)] == plain:
+            return wrapped[:start], wrapped[start + len(plain) :]
+    raise ValueError(
+        f"cannot find the special-token template of {type(tokenizer).__name__}: 'x' is "
+        f"{plain} alone but {wrapped} with special tokens"
+    )
+
+
+def usable_token_mask(tokenizer: Any, vocab_size: int) -> np.ndarray:
+    """bool [vocab_size]: True for ids that are real text pieces.
+
+    False for special tokens (``[CLS]``, ``<pad>``, ...), placeholders (``[unusedN]``,
+    ``<unusedN>``, ``madeupwordN``) and ids the tokenizer has no token for (a table padded
+    beyond the vocabulary).
+    """
+    names = tokenizer.convert_ids_to_tokens(list(range(min(vocab_size, len(tokenizer)))))
+    specials = set(getattr(tokenizer, "all_special_ids", []))
+    keep = np.zeros(vocab_size, bool)
+    for i, name in enumerate(names):
+        keep[i] = name is not None and i not in specials and not PLACEHOLDER_TOKEN.fullmatch(name)
+    return keep
+
+
+def zipf_prior(usable: np.ndarray) -> np.ndarray:
+    """float64 [V] probabilities ``1 / (rank + ZIPF_SHIFT)`` over the usable ids, 0 elsewhere.
+
+    ``rank`` counts usable ids in id order (WordPiece and BPE vocabularies roughly list
+    frequent pieces first). The result sums to one.
+
+    Raises:
+      ValueError: ``usable`` is not 1-D or has no True entry.
+    """
+    usable = np.asarray(usable, bool)
+    if usable.ndim != 1 or not usable.any():
+        raise ValueError(
+            f"usable has shape {usable.shape} and {int(usable.sum())} usable ids; "
+            "expected a 1-D mask with at least one True"
+        )
+    ids = np.flatnonzero(usable)
+    weights = np.zeros(usable.shape, np.float64)
+    weights[ids] = 1.0 / (np.arange(len(ids)) + ZIPF_SHIFT)
+    return weights / weights.sum()

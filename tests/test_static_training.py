@@ -5,11 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embres import objectives
 from embres.adapters import hybrid
-from embres.data.cached import CachedSource, build_cache
+from embres.data import cached
+from embres.data.cached import CachedSource, build_cache, text_rows
 from embres.models import load_model
-from embres.static_training import matryoshka_dims
+from embres.objectives import losses
+from embres.objectives.static_distill import matryoshka_dims
 from embres.testing import tiny_checkpoint
 
 
@@ -19,14 +20,14 @@ def test_matryoshka_dims_and_loss():
     with pytest.raises(ValueError, match="matryoshka_dims='8,99'"):
         matryoshka_dims("8,99", 16)
     t = jax.random.normal(jax.random.PRNGKey(0), (6, 8))
-    assert float(jnp.max(objectives.matryoshka_loss(t, t, (2, 4, 8)))) < 1e-6
+    assert float(jnp.max(losses.matryoshka_loss(t, t, (2, 4, 8)))) < 1e-6
     flipped = t.at[:, :2].multiply(-1)  # only the first two dims disagree
-    loss = objectives.matryoshka_loss(flipped, t, (2, 8))
+    loss = losses.matryoshka_loss(flipped, t, (2, 8))
     assert float(jnp.min(loss)) > 0.5
-    contrastive = objectives.matryoshka_loss(t, t, (8,), "contrastive", 0.05)
+    contrastive = losses.matryoshka_loss(t, t, (8,), "contrastive", 0.05)
     assert contrastive.shape == (6,) and float(contrastive.mean()) < 0.1
     with pytest.raises(ValueError, match="config.objective.loss='hinge'"):
-        objectives.matryoshka_loss(t, t, (8,), "hinge")
+        losses.matryoshka_loss(t, t, (8,), "hinge")
 
 
 def test_hybrid_sees_word_order_and_pads_do_not_leak():
@@ -44,12 +45,38 @@ def test_hybrid_sees_word_order_and_pads_do_not_leak():
     assert hybrid.flops_per_token(params) == 2 * 3 * 8 + 2 * 2 * 8 * 16 + 2 * 8
 
 
-def test_cached_source_resumes_and_projects(tmp_path):
+def test_cached_source_resumes_and_projects(tmp_path, monkeypatch):
     model = load_model(tiny_checkpoint("bert", tmp_path / "m"))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(f"the man plays guitar {'a ' * (i % 5)}" for i in range(40)))
-    cache = build_cache(model, corpus, tmp_path / "cache", max_length=12, heldout=4, progress=False)
-    assert build_cache(model, corpus, cache, max_length=12, heldout=4) == cache  # reused
+
+    def build(key, rows=None):
+        held, fresh = text_rows(corpus, model.tokenizer, 12, heldout=4)
+        return build_cache(
+            model, fresh if rows is None else rows, tmp_path / "cache", max_length=12,
+            key=key, heldout_texts=held, progress=False,
+        )  # fmt: skip
+
+    cache = build({"corpus": "v1"})
+    targets = cache / "targets.npy"
+    first = targets.stat()
+
+    # Reused: the teacher is not run, the rows are not read, no file is rewritten.
+    def no_teacher(*args):
+        raise AssertionError("the teacher ran although the cache was valid")
+
+    monkeypatch.setattr(cached, "teacher_sentence_vectors", no_teacher)
+    untouched = iter([np.array([1, 2, 3])])
+    assert build({"corpus": "v1"}, rows=untouched) == cache
+    assert next(untouched).tolist() == [1, 2, 3]
+    assert (targets.stat().st_ino, targets.stat().st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    # A changed key rebuilds (and so runs the teacher).
+    with pytest.raises(AssertionError, match="the teacher ran"):
+        build({"corpus": "v2"})
+    monkeypatch.undo()
+    build({"corpus": "v2"})
+    assert targets.stat().st_ino != first.st_ino
+    assert CachedSource(cache, batch_size=8, vocab_size=99, seed=0).key == {"corpus": "v2"}
     proj = np.eye(32, 8, dtype=np.float32)
     source = CachedSource(
         cache, batch_size=8, vocab_size=model.config.vocab_size, seed=0, projection=proj

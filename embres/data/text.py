@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from embres.data import pad_batch
+from embres.data.batching import pad_batch
 
 
 class TextSource:

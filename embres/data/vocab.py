@@ -1,34 +1,20 @@
 """``vocab``: corpus-free sequences of tokens sampled by frequency (Zipf by id rank).
 
-Without counts, a token's probability is ``1 / (rank + 10)`` over the ids that are not
-special or unused (WordPiece and BPE vocabularies roughly list frequent pieces first).
-Batch ``n`` is drawn from ``numpy.random.default_rng([seed, 0, n, process_index])``, so the
-position is just ``n`` and any batch can be regenerated.
+Without counts, a token's probability is the tokenizer's Zipf prior,
+:func:`embres.tokenize.zipf_prior` (``1 / (rank + 10)`` over the ids that are not special or
+placeholders; WordPiece and BPE vocabularies roughly list frequent pieces first). Batch ``n``
+is drawn from ``numpy.random.default_rng([seed, 0, n, process_index])``, so the position is
+just ``n`` and any batch can be regenerated.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 
-from embres.data import pad_batch, special_template
-
-_UNUSED = re.compile(r"^[\[<]unused\d+[\]>]$")
-
-
-def zipf_weights(tokenizer: Any, vocab_size: int) -> np.ndarray:
-    """Zipf-by-rank probabilities over real tokens (0 for special and unused ids)."""
-    allowed = np.ones((vocab_size,), bool)
-    allowed[[i for i in tokenizer.all_special_ids if i < vocab_size]] = False
-    for token, i in tokenizer.get_vocab().items():
-        if i < vocab_size and _UNUSED.match(token):
-            allowed[i] = False
-    ids = np.flatnonzero(allowed)
-    weights = np.zeros((vocab_size,), np.float64)
-    weights[ids] = 1.0 / (np.arange(len(ids)) + 10.0)
-    return weights / weights.sum()
+from embres import tokenize
+from embres.data.batching import pad_batch
 
 
 class VocabSource:
@@ -49,7 +35,7 @@ class VocabSource:
         self.tokenizer = tokenizer
         self.vocab_size, self.pad_id = vocab_size, pad_id
         self.batch_size, self.max_length = batch_size, max_length
-        self.prefix, self.suffix = special_template(tokenizer)
+        self.prefix, self.suffix = tokenize.special_template(tokenizer)
         room = max_length - len(self.prefix) - len(self.suffix)
         if not 1 <= min_length <= room:
             raise ValueError(
@@ -58,7 +44,7 @@ class VocabSource:
             )
         self.min_length, self.room = min_length, room
         self.seed, self.process_index = seed, process_index
-        self.probs = zipf_weights(tokenizer, vocab_size)
+        self.probs = tokenize.zipf_prior(tokenize.usable_token_mask(tokenizer, vocab_size))
         self.index = 0
 
     def sample(self, index: int, rows: int, stream: int = 0) -> list[list[int]]:

@@ -1,8 +1,8 @@
 """Texts and rows from TensorFlow Datasets by ``tfds:<name>[/<config>][:<version>][:<split>]``.
 
 Shared by the STS task (``tfds:glue/stsb:validation``) and, through
-:func:`iter_tfds_texts`, by training data sources (e.g. ``tfds:wiki40b/tr:train`` on a machine
-that can download it). Needs the ``tfds`` extra (``pip install 'embres[tfds]'``:
+:func:`tfds_text_file`, by the ``tfds:`` training source (e.g. ``tfds:wiki40b/tr:train`` on a
+machine that can download it), which streams the split like a ``text:`` corpus. Needs the ``tfds`` extra (``pip install 'embres[tfds]'``:
 tensorflow-cpu and tensorflow-datasets; TFDS does nothing without TensorFlow, not even mock
 data).
 
@@ -12,7 +12,7 @@ the ``tensorflow-cpu`` wheel there is no GPU to hide anyway.
 
 Example::
 
-    from embres.evaluate.tfds_text import iter_tfds_texts
+    from embres.data.tfds import iter_tfds_texts
     for text in iter_tfds_texts("tfds:glue/stsb:train", field="sentence1,sentence2"):
         ...
 """
@@ -20,8 +20,10 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 SPEC_RE = re.compile(r"^(?P<name>[^:\[\]]+?)(?::(?P<version>\d+(?:\.\d+)*))?(?::(?P<split>.+))?$")
@@ -143,3 +145,26 @@ def iter_tfds_texts(
 def as_text(value: Any) -> str:
     """A TFDS text value (bytes) as ``str``."""
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def tfds_text_file(spec: str, cache_root: str | None = None) -> str:
+    """Writes a TFDS split's texts once to a text file (one per line) and returns its path.
+
+    Training then streams it like any ``text:`` corpus, with resumable positions. The file
+    lives under ``$EMBRES_CACHE`` (default ``~/.cache/embres``) and appears only when complete.
+    """
+    root = Path(cache_root or os.environ.get("EMBRES_CACHE", "~/.cache/embres")).expanduser()
+    path = root / "tfds" / (re.sub(r"[^A-Za-z0-9._-]+", "_", spec) + ".txt")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+        try:
+            with open(partial, "w", encoding="utf-8") as f:
+                for text in iter_tfds_texts(spec):
+                    line = " ".join(text.split())
+                    if line:
+                        f.write(line + "\n")
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+    return str(path)
