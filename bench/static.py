@@ -52,19 +52,17 @@ def quality(encode) -> dict[str, float]:
 def trained_rows(path: Path, dims: list[int], texts: list[str], teacher: str) -> list[dict]:
     """Rows for a trained export (static, Matryoshka-truncated, or hybrid)."""
     from embres import ModelAdapter
-    from embres.static_training import load_hybrid
+    from embres.export import ADAPTER_FILE, load_student
 
     export = path / "export" if (path / "export").is_dir() else path
     name = export.parent.name if export.name == "export" else export.name
     rows = []
-    if (export / "hybrid.safetensors").exists():
-        from safetensors.numpy import load_file
-
+    if (export / ADAPTER_FILE).exists():
         from embres.adapters import hybrid
         from embres.models import load_model
 
-        encode = load_hybrid(export)
-        params = load_file(str(export / "hybrid.safetensors"))
+        student = load_student(export)
+        encode, params = student.encode, student.params
         flops = hybrid.flops_per_token(params)
         teacher_flops = hybrid.teacher_flops_per_token(load_model(teacher).config, length=16)
         print(

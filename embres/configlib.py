@@ -1,5 +1,8 @@
 """Config helpers: ``parse_arg`` for ``configs/x.py:key=val,runlocal``, shared fragments,
-and ``check`` (every bad value caught before anything is compiled)."""
+dotted overrides, and ``check_static`` (bad values caught before anything is loaded).
+
+The bottom layer: nothing here imports the rest of embres. Checks that need a model, an
+adapter or an objective live with them (``adapter.check_config``, ``objective.check``)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import ml_collections
 from ml_collections import config_dict
 
 PARALLEL_MODES = ("jit", "pmap")
-OBJECTIVES = ("compressed_teacher", "static", "static_distill")
 
 
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
@@ -38,15 +40,6 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
     return result
 
 
-# Table rows over "model": the low-rank factor A, a static student's table and the teacher's
-# own input table (with their Adam moments); everything else, and all of it while
-# config.mesh.model is 1, replicated. The batch is always split over "data".
-VOCAB_ROW_SHARDING = (
-    (r"(^|/)(A|table)$", ("model", None)),
-    (r"^teacher/(word_embeddings|wte)/embedding$", ("model", None)),
-)
-
-
 def base_config() -> ml_collections.ConfigDict:
     """Fields every training config shares; configs override what they need."""
     c = ml_collections.ConfigDict()
@@ -61,9 +54,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})
     # (regex, partition spec) pairs searched in order; the first match places a leaf and
     # unmatched leaves are replicated. Regexes see "params/A", "opt_state/.../mu/A" (the
-    # adapter state) and "teacher/word_embeddings/embedding" (the frozen teacher). Every
-    # shipped config uses these; set e.g. --config.mesh.model=8 to shard the vocab rows.
-    c.sharding_rules = VOCAB_ROW_SHARDING
+    # adapter state) and "teacher/word_embeddings/embedding" (the frozen teacher). None: the
+    # adapter's VOCAB_ROWS and the family's TABLE_PATH over "model"
+    # (parallel.vocab_row_rules); set e.g. --config.mesh.model=8 to shard them.
+    c.sharding_rules = None
     # Vocabulary-row arrays (the adapter's A or table, a sharded teacher table) get zero
     # rows up to this multiple, so they divide over any model axis that divides it.
     c.pad_vocab_to_multiple_of = 128
@@ -79,20 +73,28 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.frozen = ""  # regex over adapter param paths kept fixed, e.g. "B$"
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "vocab"  # or "text:PATH"
+    c.data.source = "vocab"  # or "text:PATH", "tfds:NAME[/CONFIG][:SPLIT]", "pairs:PATH"
     c.data.max_length = 32
     c.data.min_length = 4
     c.data.heldout = 256  # text: first lines kept out of training, for fidelity checks
     c.data.count_lines = 100_000  # text: lines counted for token frequencies
+    c.data.columns = ""  # pairs: "a,b" text columns (default: the first two)
+    c.data.score_column = ""  # pairs: score column (default: score/label/similarity if any)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 50
     c.checkpoint.keep = 3
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.sts = True  # STS-B dev when EMBRES_DATA_DIR holds stsb/
-    c.eval.heldout_texts = 256
+    c.eval.heldout_texts = 256  # texts never trained on: fidelity and speed are measured here
     c.eval.batch_size = 64
+    # Evaluators run on the teacher and the student at the end of training (and every
+    # ``every_steps`` when > 0), through embres.evaluate's evaluator contract. STS needs
+    # EMBRES_DATA_DIR; without it the scores are reported as skipped.
+    c.evals = ml_collections.ConfigDict()
+    c.evals.sts = section(task="sts", datasets="stsb,sick,stsb_tr", split="dev", every_steps=0)
+    c.evals.fidelity = section(task="fidelity", every_steps=0)
+    c.evals.speed = section(task="speed", every_steps=0)
     c.export = True
     return c
 
@@ -101,7 +103,6 @@ def static_distill_training(c: ml_collections.ConfigDict) -> ml_collections.Conf
     """Objective and schedule shared by the static and hybrid students (``static_distill``)."""
     c.objective = section()
     c.objective.kind = "static_distill"
-    c.objective.layers = "last"
     c.objective.loss = "cosine"  # or "mse", "contrastive"
     c.objective.temperature = 0.05
     c.objective.matryoshka_dims = ""  # e.g. "32,64,128": every prefix trained to stand alone
@@ -111,6 +112,7 @@ def static_distill_training(c: ml_collections.ConfigDict) -> ml_collections.Conf
     c.total_steps = 400
     c.data.max_length = 64
     c.data.cache_dir = ""  # default: <workdir>/cache
+    c.data.cache_rows = 16_384  # vocab: sampled sequences the teacher embeds once
     c.optimizer.learning_rate = 1e-2
     c.optimizer.warmup_steps = 20
     c.checkpoint.every_steps = 100
@@ -149,7 +151,9 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     c.checkpoint.every_steps = 2
     c.log_every_steps = 1
     c.eval.heldout_texts = 16
-    c.eval.sts = False
+    c.evals = ml_collections.ConfigDict()  # no evaluators: a smoke run
+    if "cache_rows" in c.data:
+        c.data.cache_rows = 64
     return c
 
 
@@ -185,16 +189,8 @@ def check_static(config: ml_collections.ConfigDict) -> None:
     Raises:
       ValueError / FileNotFoundError: naming the key and the allowed values.
     """
-    from embres import adapters, data
-
-    adapters.get(config.adapter.type)
-    data.check_spec(config.data.source)
     if config.parallel not in PARALLEL_MODES:
         raise ValueError(f"config.parallel={config.parallel!r}; expected one of {PARALLEL_MODES}")
-    if config.objective.kind not in OBJECTIVES:
-        raise ValueError(
-            f"config.objective.kind={config.objective.kind!r}; expected one of {OBJECTIVES}"
-        )
     for key in (
         "batch_size",
         "total_steps",
@@ -219,37 +215,28 @@ def check_static(config: ml_collections.ConfigDict) -> None:
         )
 
 
-def check_with_model(config: ml_collections.ConfigDict, model: Any, data_size: int) -> tuple:
-    """Checks against the loaded teacher; returns the hidden-state layers to distil.
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> None:
+    """Sets dotted keys (``{"data.source": "text:x.txt"}``) as ``--config.KEY=`` would.
 
     Raises:
-      ValueError: naming the key and the allowed values.
+      ValueError: for a key the config does not have, naming it and the keys it does.
     """
-    from embres import adapters
+    import difflib
 
-    cfg = model.config
-    table_shape = (cfg.vocab_size, cfg.hidden_size)
-    adapter = adapters.get(config.adapter.type)
-    adapter.check_config(config.adapter, table_shape)
-    layers = parse_layers(config.objective.layers, cfg.num_layers)
-    out_dim = adapter.output_dim(config.adapter, table_shape)
-    if config.objective.kind == "compressed_teacher" and out_dim != cfg.hidden_size:
-        raise ValueError(
-            f"config.adapter produces {out_dim}-d vectors but objective 'compressed_teacher' "
-            f"feeds them to the teacher, whose width is {cfg.hidden_size}; leave "
-            "config.adapter.target_dim unset or use config.objective.kind='static'"
-        )
-    if config.data.max_length > model.max_length:
-        raise ValueError(
-            f"config.data.max_length={config.data.max_length}; expected <= {model.max_length} "
-            "(the model's limit)"
-        )
-    if config.batch_size % data_size:
-        raise ValueError(
-            f"config.batch_size={config.batch_size} must be a multiple of the data axis "
-            f"({data_size} devices split the batch)"
-        )
-    return layers
+    known = sorted(set(_flat_keys(config)))
+    for key in sorted(overrides):
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=3)
+            hint = f"did you mean {close}?" if close else f"known keys: {known}"
+            raise ValueError(f"unknown config key {key!r} (nothing was trained); {hint}")
+    config.update_from_flattened_dict(dict(overrides))
+
+
+def _flat_keys(config: Any, prefix: str = ""):
+    for key, value in config.items():
+        yield prefix + key
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _flat_keys(value, f"{prefix}{key}.")
 
 
 def section(**fields: Any) -> ml_collections.ConfigDict:

@@ -222,7 +222,7 @@ def load_static_table(directory: str | os.PathLike, int8: bool | None = None) ->
     return load_file(str(path / FLOAT_FILE))["embeddings"]
 
 
-def load_student(directory: str | os.PathLike, int8: bool | None = None):
+def load_student(directory: str | os.PathLike, int8: bool | None = None, static: bool = False):
     """An embres static or contextual export as an embedder (``.encode(texts)``).
 
     The result has ``.encode``, ``.token_ids``, ``.dim``, ``.params`` (the arrays it holds in
@@ -232,6 +232,7 @@ def load_student(directory: str | os.PathLike, int8: bool | None = None):
     Args:
       directory: an export, or a training workdir holding one in ``export/``.
       int8: see :func:`load_static_table` (a contextual student's params are float32).
+      static: load the static table even of a contextual export (its rows alone).
 
     Raises:
       FileNotFoundError: naming the directory and the files expected there.
@@ -255,7 +256,7 @@ def load_student(directory: str | os.PathLike, int8: bool | None = None):
     normalize = bool(meta.get("normalize", True))
     max_length = int(meta.get("max_length", STATIC_MAX_LENGTH))
     kind = meta.get("adapter", "static")
-    if (path / ADAPTER_FILE).exists() and not int8:
+    if (path / ADAPTER_FILE).exists() and not int8 and not static:
         from safetensors.numpy import load_file
 
         from embres import adapters
@@ -351,6 +352,12 @@ def export_compressed_teacher(
     flat = traverse_util.flatten_dict(model.params)
     flat[model.table_path] = np.asarray(table, np.float32)
     model.save(out, params=traverse_util.unflatten_dict(flat))
+    if model.tokenizer is not None and model.tokenizer.pad_token is None:
+        # sentence-transformers batches with padding and refuses a tokenizer without a pad
+        # token (GPT-2's); pads are masked everywhere, so naming one changes no vector.
+        tokenizer = copy.deepcopy(model.tokenizer)
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(model.pad_id)
+        tokenizer.save_pretrained(str(out))
     write_sentence_transformers_files(
         out,
         dim=int(table.shape[1]),

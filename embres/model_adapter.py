@@ -17,14 +17,12 @@ a static table has no notion of "the token that has seen the whole text".
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embres.export import META_FILE
 from embres.static import StaticEmbedder
 
 
@@ -71,6 +69,7 @@ class ModelAdapter:
         self.target_dim = target_dim
         self.layer = layer
         self.distill_seconds = result.seconds
+        self.corpus = corpus
         self.tokenizer = teacher.tokenizer
         self.embedder = StaticEmbedder(result.table, teacher.tokenizer, normalize=normalize)
         self.teacher = teacher
@@ -85,21 +84,61 @@ class ModelAdapter:
         return self.embedder.encode(texts, dims=dims)
 
     def fit(self, config_or_overrides: Any = None, workdir: str | os.PathLike | None = None):
-        """Trains the static student against the teacher with ``embres.train``.
+        """Trains this static student against its teacher with ``embres.train``.
+
+        The run is ``configs/projection.py``'s (``configlib.static_student_config``) at this
+        adapter's width, with the constructor's ``layer`` (the teacher layer the table is
+        distilled from) and ``corpus`` (texts, or a ``text:PATH`` / ``tfds:`` spec, become
+        the training corpus, written to ``<workdir>/corpus.txt`` when given as texts).
+        Sentence vectors are L2-normalised when trained, so ``normalize=False`` is refused.
 
         Args:
-          config_or_overrides: an ``ml_collections.ConfigDict`` or a dict of overrides applied
-            to ``configs/projection.py``'s defaults.
+          config_or_overrides: an ``ml_collections.ConfigDict`` used as it is, or a dict of
+            dotted overrides (``{"total_steps": 100, "data.source": "text:x.txt"}``); an
+            unknown key is refused by name, as the command line refuses it.
           workdir: where checkpoints, metrics and the export go.
+
+        Raises:
+          ValueError: for an unknown override key or ``normalize=False``.
         """
-        from embres.static_training import fit_adapter
+        import ml_collections
 
-        return fit_adapter(self, config_or_overrides, workdir)
+        from embres import configlib
+        from embres.train import train_and_evaluate
 
-    def save(self, directory: str | os.PathLike, int8: bool = False) -> Path:
+        workdir = Path(workdir or f"workdirs/fit_{self.target_dim}")
+        if isinstance(config_or_overrides, ml_collections.ConfigDict):
+            config = config_or_overrides
+        else:
+            if not self.embedder.normalize:
+                raise ValueError(
+                    "ModelAdapter.fit trains normalised sentence vectors; normalize=False "
+                    "cannot be honoured (construct with normalize=True, or train with a config)"
+                )
+            config = configlib.static_student_config(self.target_dim)
+            config.model = self.source_path or self.source_model
+            config.objective.teacher_layer = self.layer
+            if self.corpus is not None:
+                config.data.source = _corpus_spec(self.corpus, workdir)
+            configlib.apply_overrides(config, dict(config_or_overrides or {}))
+        train_and_evaluate(config, workdir)
+        trained = ModelAdapter.load(workdir / "export")
+        self.embedder = trained.embedder
+        return self
+
+    def save(
+        self, directory: str | os.PathLike, int8: bool = False, keep_float32: bool = True
+    ) -> Path:
         """Writes a directory that embres, Model2Vec and sentence-transformers load.
 
-        See :mod:`embres.export`; ``int8=True`` adds a per-row int8 copy of the table.
+        A model already in ``directory`` is replaced (and said so); weight files of an
+        earlier save that this one does not write are removed, so the directory always
+        holds one model. See :mod:`embres.export`.
+
+        Args:
+          directory: output directory.
+          int8: add a per-row int8 copy of the table (``model_int8.safetensors``).
+          keep_float32: with ``int8``, False ships the int8 table alone (embres loads it).
         """
         from embres.export import export_static
 
@@ -115,39 +154,52 @@ class ModelAdapter:
             normalize=self.embedder.normalize,
             meta=meta,
             int8=int8,
+            keep_float32=keep_float32,
         )
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, int8: bool = False) -> ModelAdapter:
+    def load(cls, directory: str | os.PathLike, int8: bool | None = None) -> ModelAdapter:
         """Loads a directory written by :meth:`save`, or a training workdir's ``export/``.
 
-        ``int8=True`` reads the per-row int8 table instead of the float32 one.
+        Args:
+          directory: the export (or a workdir holding one in ``export/``).
+          int8: True reads the int8 table, False the float32 one, None the float32 one when
+            present, else the int8 one (a directory saved int8-only loads on its own).
+
+        Raises:
+          FileNotFoundError: naming the files expected.
         """
-        from transformers import AutoTokenizer
+        from embres.export import load_student
 
-        from embres.export import load_static_table
-
-        path = Path(directory)
-        if not (path / "model.safetensors").exists() and (path / "export").is_dir():
-            path = path / "export"
-        if not (path / "model.safetensors").exists():
-            raise FileNotFoundError(
-                f"{directory} holds no static model: expected model.safetensors (from "
-                "ModelAdapter.save) or a training workdir with export/"
-            )
-        table = load_static_table(path, int8=int8)
-        meta = json.loads((path / META_FILE).read_text()) if (path / META_FILE).exists() else {}
-        config = json.loads((path / "config.json").read_text())
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        normalize = bool(meta.get("normalize", config.get("normalize", True)))
+        embedder = load_student(directory, int8=int8, static=True)
+        meta = embedder.meta
         state = {
-            "source_model": meta.get("source_model", config.get("tokenizer_name", "")),
+            "source_model": meta.get("source_model", ""),
             "source_path": None,
-            "target_dim": int(table.shape[1]),
+            "target_dim": int(embedder.dim),
             "layer": meta.get("layer", -1),
             "distill_seconds": None,
-            "tokenizer": tokenizer,
-            "embedder": StaticEmbedder(table, tokenizer, normalize=normalize),
+            "tokenizer": embedder.tokenizer,
+            "embedder": embedder,
             "teacher": None,
+            "corpus": None,
         }
         return cls(_state=state)
+
+
+def _corpus_spec(corpus: Any, workdir: Path) -> str:
+    """A ``config.data.source`` for ``corpus``: a spec string as it is, texts to a file."""
+    if isinstance(corpus, str) and corpus.split(":", 1)[0] in ("text", "tfds"):
+        return corpus
+    if isinstance(corpus, (str, os.PathLike)):
+        raise ValueError(
+            f"corpus={str(corpus)!r}; expected texts, or a 'text:PATH' / 'tfds:NAME' spec"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "corpus.txt"
+    with open(path, "w", encoding="utf-8") as f:
+        for text in corpus:
+            line = " ".join(str(text).split())
+            if line:
+                f.write(line + "\n")
+    return f"text:{path}"

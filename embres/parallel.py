@@ -16,7 +16,9 @@ from typing import Any
 import jax
 import numpy as np
 from flax import traverse_util
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from embres.arrays import path_name
 
 ENV_VARS = ("EMBRES_COORDINATOR", "EMBRES_NUM_PROCESSES", "EMBRES_PROCESS_ID")
 DATA_AXIS = "data"
@@ -124,8 +126,11 @@ def make_mesh(mesh_cfg: Mapping[str, int], devices: Sequence[Any] | None = None)
             f"the {processes} processes, since each process feeds its own rows of the batch; "
             "make config.mesh.data larger and config.mesh.model smaller"
         )
-    grid = np.asarray(devices, dtype=object).reshape(sizes)
-    return Mesh(grid, tuple(n for n, _ in axes))
+    names = tuple(n for n, _ in axes)
+    # Auto axes: shardings are placed by the rules and jit, as on every JAX version we run.
+    return jax.make_mesh(
+        tuple(sizes), names, axis_types=(AxisType.Auto,) * len(names), devices=devices
+    )
 
 
 def select_devices(num_devices: int = -1, local: bool = False) -> list[Any]:
@@ -149,6 +154,23 @@ def select_devices(num_devices: int = -1, local: bool = False) -> list[Any]:
             f"({len(devices)} devices are available)"
         )
     return devices[:num_devices]
+
+
+def vocab_row_rules(vocab_rows: Sequence[str], table_path: str) -> tuple[tuple[str, tuple], ...]:
+    """The default sharding rules: vocabulary rows over the ``model`` axis.
+
+    ``vocab_rows`` are the adapter's top-level param keys with one row per token
+    (``adapter.VOCAB_ROWS``: the low-rank ``A``, a static student's ``table``), matched in
+    the params and in their optimizer moments; ``table_path`` is the teacher family's input
+    table (``family.TABLE_PATH``), matched in the frozen teacher. Everything else is
+    replicated, and with ``config.mesh.model=1`` so is everything.
+    """
+    rules = []
+    if vocab_rows:
+        names = "|".join(re.escape(k) for k in vocab_rows)
+        rules.append((rf"^(params|opt_state)/(.*/)?({names})$", ("model", None)))
+    rules.append((rf"^teacher/{re.escape(table_path)}$", ("model", None)))
+    return tuple(rules)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -207,7 +229,7 @@ def tree_shardings(
     """
 
     def pick(path, leaf):
-        name = "/".join(_key_name(k) for k in path)
+        name = path_name(path)
         sharding = sharding_for(name, mesh, rules)
         if check and hasattr(leaf, "shape"):
             for dim, entry in zip(leaf.shape, sharding.spec, strict=False):
@@ -222,13 +244,6 @@ def tree_shardings(
         return sharding
 
     return jax.tree_util.tree_map_with_path(pick, tree)
-
-
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
 
 
 def bytes_per_device(tree: Any) -> int:

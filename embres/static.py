@@ -135,6 +135,9 @@ class AdapterEmbedder:
         """Embeds texts: numpy [n, dim]."""
         rows = [np.asarray(r, np.int32) for r in self.token_ids(texts)]
         out = np.zeros((len(rows), self.dim), np.float32)
+        unk = getattr(self.tokenizer, "unk_token_id", None)
         for idx, ids, mask in tokenize.bucketed_batches(rows, self.batch_size, self.max_length, 0):
+            if unk is not None:  # [UNK] holds its place but is not pooled, as in training
+                mask = mask * (ids != unk)
             out[idx] = np.asarray(self._forward(self._device_params, ids, mask))[: len(idx)]
         return out

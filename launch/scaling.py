@@ -66,12 +66,17 @@ def worker(args) -> dict:
     import optax
 
     sys.path.insert(0, str(REPO))
-    from embres import configlib, parallel
+    from embres import parallel
 
     mesh_cfg = json.loads(args.mesh)
     devices = jax.devices()[: args.devices]
     mesh = parallel.make_mesh(mesh_cfg, devices)
-    rules = configlib.VOCAB_ROW_SHARDING  # the shipped configs' rules: table, A (+ Adam moments)
+    # The rules every shipped config gets by default (parallel.vocab_row_rules from the
+    # adapter and the family): A (+ Adam moments) and the frozen table over "model".
+    rules = (
+        *parallel.vocab_row_rules(("A",), "word_embeddings/embedding"),
+        (r"^table$", ("model", None)),
+    )
     rows, dim, rank = args.rows, args.dim, args.rank
     tx = optax.adamw(1e-2)
 

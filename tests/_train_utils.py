@@ -1,9 +1,13 @@
-"""Shared helpers for the training tests: a tiny random BERT and a tiny training config."""
+"""Shared helpers for the training tests: a tiny training config from a shipped one."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+
+import ml_collections
+
+from embres import configlib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +26,7 @@ def tiny_config(model_dir, name: str = "lowrank", **overrides):
     """``configs/<name>.py:runlocal`` on the tiny model, with dotted-key overrides."""
     config = load_config_module(name).get_config("runlocal")
     config.model = str(model_dir)
-    config.eval.sts = False
+    config.evals = ml_collections.ConfigDict()
     config.eval.heldout_texts = 8
     config.export = False
     if name == "lowrank":
@@ -30,10 +34,5 @@ def tiny_config(model_dir, name: str = "lowrank", **overrides):
         config.adapter.storage_dtype = "float32"  # exact comparisons between runs
     if name == "projection":
         config.adapter.target_dim = 16
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    configlib.apply_overrides(config, overrides)
     return config

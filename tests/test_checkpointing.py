@@ -29,7 +29,6 @@ from embres.checkpointing import (
     fingerprint_problems,
     fingerprints_match,
 )
-from embres.testing import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -424,8 +423,8 @@ def _train_cmd(model_dir, workdir, steps):
     ]
 
 
-def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path):
-    model_dir = tiny_checkpoint("bert", tmp_path / "tiny", hidden_size=32, num_layers=2)
+def test_sigkill_and_resume_matches_uninterrupted_run(tiny_models, tmp_path):
+    model_dir = tiny_models("bert", hidden_size=32, num_layers=2)
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
     steps = 400
     # Uninterrupted reference.

@@ -8,14 +8,13 @@ import pytest
 from _train_utils import REPO, load_config_module, tiny_config
 
 from embres import configlib, train
-from embres.testing import tiny_checkpoint
 
 CONFIGS = sorted(p.stem for p in (REPO / "configs").glob("*.py"))
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return tiny_checkpoint("bert", tmp_path_factory.mktemp("tiny"), hidden_size=32, num_layers=2)
+def tiny_model(tiny_models):
+    return tiny_models("bert", hidden_size=32, num_layers=2)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -14,7 +14,6 @@ import pytest
 from _train_utils import REPO, tiny_config
 
 from embres import parallel, train
-from embres.testing import tiny_checkpoint
 
 STEPS = 6
 # Both runs get exactly these settings: the CLI as --config.KEY=VALUE, in process via tiny_config.
@@ -46,8 +45,8 @@ def _flat_params(params):
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_two_processes_match_one_process_and_resume_across(tmp_path):
-    model_dir = tiny_checkpoint("bert", tmp_path / "tiny", hidden_size=32, num_layers=2)
+def test_two_processes_match_one_process_and_resume_across(tiny_models, tmp_path):
+    model_dir = tiny_models("bert", hidden_size=32, num_layers=2)
     corpus = _corpus(tmp_path / "corpus.txt")
     overrides = {**OVERRIDES, "data.source": f"text:{corpus}"}
 
@@ -76,7 +75,6 @@ def test_two_processes_match_one_process_and_resume_across(tmp_path):
 
     flags = [
         f"--config.model={model_dir}",
-        "--config.eval.sts=False",
         "--config.export=True",
         "--config.adapter.rank=8",
         "--config.adapter.storage_dtype=float32",
@@ -155,12 +153,12 @@ def test_multiprocess_script_fails_clearly():
     assert out.returncode == 2 and "configs/nope.py' not found" in out.stderr
 
 
-def test_text_source_positions_agree_across_processes(tmp_path):
+def test_text_source_positions_agree_across_processes(tiny_models, tmp_path):
     from transformers import AutoTokenizer
 
     from embres.data.text import TextSource
 
-    model_dir = tiny_checkpoint("bert", tmp_path / "tiny", hidden_size=32, num_layers=2)
+    model_dir = tiny_models("bert", hidden_size=32, num_layers=2)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     corpus = _corpus(tmp_path / "corpus.txt")
 

@@ -6,7 +6,6 @@ import pytest
 from _train_utils import tiny_config
 
 from embres import parallel, train
-from embres.testing import tiny_checkpoint
 
 
 def test_eight_fake_devices():
@@ -57,8 +56,8 @@ def test_split_batch_needs_divisible_rows():
         parallel.split_batch({"ids": np.zeros((12, 3))}, 8)
 
 
-def test_jit_and_pmap_give_the_same_run(tmp_path):
-    model_dir = tiny_checkpoint("bert", tmp_path / "tiny", hidden_size=32, num_layers=2)
+def test_jit_and_pmap_give_the_same_run(tiny_models, tmp_path):
+    model_dir = tiny_models("bert", hidden_size=32, num_layers=2)
     runs = {}
     for mode in ("jit", "pmap"):
         config = tiny_config(model_dir, parallel=mode, total_steps=6, batch_size=16)
@@ -76,10 +75,10 @@ def test_jit_and_pmap_give_the_same_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_data_model_and_mixed_meshes_match_one_device(tmp_path, capsys):
+def test_data_model_and_mixed_meshes_match_one_device(tiny_models, tmp_path, capsys):
     """Check 1 of the scale-out issue: the low-rank config trains the same on 1 device and on
     8 devices split data-only, model-only (table rows sharded) and data x model."""
-    model_dir = tiny_checkpoint("bert", tmp_path / "tiny", hidden_size=32, num_layers=2)
+    model_dir = tiny_models("bert", hidden_size=32, num_layers=2)
     layouts = {
         "one": (1, {"data": 1, "model": 1}),
         "data8": (-1, {"data": 8, "model": 1}),
@@ -117,8 +116,8 @@ def test_data_model_and_mixed_meshes_match_one_device(tmp_path, capsys):
     assert runs["mixed"]["params_bytes_per_device"] == a_bytes // 4 + b_bytes
 
 
-def test_indivisible_sharding_is_reported(tmp_path):
-    model_dir = tiny_checkpoint("bert", tmp_path / "tiny", hidden_size=32, num_layers=2)
+def test_indivisible_sharding_is_reported(tiny_models, tmp_path):
+    model_dir = tiny_models("bert", hidden_size=32, num_layers=2)
     config = tiny_config(model_dir, pad_vocab_to_multiple_of=1)
     config.mesh.data, config.mesh.model = 1, 8
     with pytest.raises(ValueError, match=r"43 rows do not divide.*pad_vocab_to_multiple_of"):

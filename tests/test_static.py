@@ -7,12 +7,11 @@ from embres import ModelAdapter
 from embres.distill import pca, sif_weights, usable_tokens
 from embres.models import load_model
 from embres.static import StaticEmbedder
-from embres.testing import tiny_checkpoint
 
 
 @pytest.mark.parametrize("family", ["gpt2", "xlmr", "bert"])
-def test_training_free_adapter_on_tiny_models_round_trips(tmp_path, family):
-    path = tiny_checkpoint(family, tmp_path / family)
+def test_training_free_adapter_on_tiny_models_round_trips(tiny_models, tmp_path, family):
+    path = tiny_models(family)
     adapter = ModelAdapter(source_model=path, target_dim=8)
     texts = ["the man plays guitar", "", "bir kedi koşuyor", "a dog"]
     vecs = adapter.adapt(texts)
@@ -23,11 +22,11 @@ def test_training_free_adapter_on_tiny_models_round_trips(tmp_path, family):
     assert again.adapt([]).shape == (0, 8)
 
 
-def test_vocabulary_rows_equal_the_teacher_on_a_one_token_text(tmp_path):
+def test_vocabulary_rows_equal_the_teacher_on_a_one_token_text(tiny_models, tmp_path):
     from embres import EmbeddingExtractor
     from embres.distill import teacher_token_rows
 
-    model = load_model(tiny_checkpoint("bert", tmp_path / "b"))
+    model = load_model(tiny_models("bert"))
     rows = teacher_token_rows(model, pooling="mean", batch_size=16)
     token = model.tokenizer("guitar", add_special_tokens=False)["input_ids"][0]
     expected = EmbeddingExtractor(model).extract_embeddings(["guitar"], normalize=False)[0]
@@ -73,16 +72,16 @@ def test_unused_and_special_tokens_are_excluded():
     assert keep.sum() == 29523
 
 
-def test_bad_target_dim(tmp_path):
-    path = tiny_checkpoint("bert", tmp_path / "b")
+def test_bad_target_dim(tiny_models, tmp_path):
+    path = tiny_models("bert")
     with pytest.raises(ValueError, match="target_dim=0"):
         ModelAdapter(path, target_dim=0)
     with pytest.raises(ValueError, match="exceeds the teacher's width 32"):
         ModelAdapter(path, target_dim=64)
 
 
-def test_fit_trains_through_embres_train_and_keeps_the_width(tmp_path):
-    path = tiny_checkpoint("bert", tmp_path / "b")
+def test_fit_trains_through_embres_train_and_keeps_the_width(tiny_models, tmp_path):
+    path = tiny_models("bert")
     adapter = ModelAdapter(source_model=path, target_dim=8)
     texts = ["the man plays guitar", "a cat"]
     before = adapter.adapt(texts)
@@ -93,10 +92,32 @@ def test_fit_trains_through_embres_train_and_keeps_the_width(tmp_path):
         "optimizer.warmup_steps": 1,
         "checkpoint.every_steps": 3,
         "log_every_steps": 1,
-        "eval.sts": False,
+        "evals": {},
         "eval.heldout_texts": 4,
     }
     adapter.fit(overrides, workdir=tmp_path / "work")
     after = adapter.adapt(texts)
     assert after.shape == (2, 8) and not np.allclose(before, after)
     assert (tmp_path / "work" / "export" / "embres_static.json").exists()
+
+
+def test_fit_refuses_unknown_keys_and_honours_layer_and_corpus(tiny_models, tmp_path, monkeypatch):
+    from embres import train
+
+    path = tiny_models("bert")
+    seen = {}
+    monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: seen.update(c=config))
+    adapter = ModelAdapter(source_model=path, target_dim=8)
+    with pytest.raises(ValueError, match=r"unknown config key 'data.sorce'.*'data.source'"):
+        adapter.fit({"data.sorce": "text:x.txt"}, workdir=tmp_path / "w0")
+    assert not seen  # refused before any training
+    corpus = ["the man plays guitar", "a cat sits", "dogs run"]
+    layered = ModelAdapter(source_model=path, target_dim=8, layer=1, corpus=corpus)
+    with pytest.raises(FileNotFoundError):  # train was replaced: no export to load back
+        layered.fit({}, workdir=tmp_path / "w1")
+    config = seen["c"]
+    assert config.objective.teacher_layer == 1
+    assert config.data.source == f"text:{tmp_path / 'w1' / 'corpus.txt'}"
+    assert (tmp_path / "w1" / "corpus.txt").read_text().splitlines() == corpus
+    with pytest.raises(ValueError, match="normalize=False cannot be honoured"):
+        ModelAdapter(source_model=path, target_dim=8, normalize=False).fit({}, tmp_path / "w2")

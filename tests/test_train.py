@@ -10,12 +10,12 @@ from embres import train
 from embres.data import text as text_source
 from embres.data import vocab as vocab_source
 from embres.metrics import NonFiniteLossError
-from embres.testing import tiny_checkpoint, tiny_tokenizer
+from embres.testing import tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return tiny_checkpoint("bert", tmp_path_factory.mktemp("tiny"), hidden_size=32, num_layers=2)
+def tiny_model(tiny_models):
+    return tiny_models("bert", hidden_size=32, num_layers=2)
 
 
 def test_two_steps_then_resume(tiny_model, tmp_path):

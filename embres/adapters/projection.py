@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from embres import linalg
+
 INITS = ("pca", "random")
 
 # No params with one row per vocabulary entry: the rows come from the frozen table.
@@ -47,12 +49,7 @@ def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None =
     table = jnp.asarray(table, jnp.float32)
     dim, target = table.shape[1], cfg.target_dim
     if getattr(cfg, "init", "pca") == "pca":
-        w = jnp.ones((table.shape[0],)) if weights is None else jnp.asarray(weights, jnp.float32)
-        w = w / jnp.sum(w)
-        mean = w @ table
-        centred = (table - mean) * jnp.sqrt(w)[:, None]
-        _, _, vt = jnp.linalg.svd(centred, full_matrices=False)
-        kernel = vt[:target].T
+        mean, kernel = linalg.pca(table, target, weights)
         return {"kernel": kernel, "bias": -mean @ kernel}
     kernel = jax.random.normal(rng, (dim, target)) / jnp.sqrt(dim)
     return {"kernel": kernel, "bias": jnp.zeros((target,))}

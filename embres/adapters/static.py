@@ -13,6 +13,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from embres import linalg
+
 # Params with one row per vocabulary entry (padded and row-sharded like the table).
 VOCAB_ROWS = ("table",)
 
@@ -33,16 +35,6 @@ def output_dim(cfg: Any, table_shape: tuple[int, int]) -> int:
     return cfg.target_dim
 
 
-def pca_basis(table: jax.Array, target_dim: int, weights: jax.Array | None = None):
-    """(mean [d], components [d, target_dim]) of the rows, optionally frequency-weighted."""
-    table = jnp.asarray(table, jnp.float32)
-    w = jnp.ones((table.shape[0],)) if weights is None else jnp.asarray(weights, jnp.float32)
-    w = w / jnp.sum(w)
-    mean = w @ table
-    _, _, vt = jnp.linalg.svd((table - mean) * jnp.sqrt(w)[:, None], full_matrices=False)
-    return mean, vt[:target_dim].T
-
-
 def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
     """``{"table": [vocab, target_dim]}``: the source rows, centred and PCA-projected.
 
@@ -50,7 +42,7 @@ def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None =
     vocabulary distillation does; the PCA itself is unweighted.
     """
     del rng
-    mean, components = pca_basis(table, cfg.target_dim, None)
+    mean, components = linalg.pca(jnp.asarray(table, jnp.float32), cfg.target_dim)
     rows = (jnp.asarray(table, jnp.float32) - mean) @ components
     if weights is not None:
         rows = rows * jnp.asarray(weights, jnp.float32)[:, None]

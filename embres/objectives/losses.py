@@ -1,8 +1,11 @@
-"""Losses, each a pure function of arrays; per-example values are averaged over the batch.
+"""Losses, each a pure function of arrays returning one value per example.
 
-Every loss is a mean over examples of a per-example value (itself a mean over that
-example's real tokens), so the mean of per-device means equals the global mean: the jit
-path (global batch) and the pmap path (``lax.pmean`` of shard means) agree exactly.
+A loss that is a mean of per-example values, each depending on its own example only
+(``cosine_distance``, ``mse``, ``hidden_states_loss``, ``pooled_loss``), gives the same
+global mean on the jit path (whole batch) and the pmap path (``lax.pmean`` of shard
+means). The in-batch losses (``similarity_loss``, ``contrastive_loss``) compare each
+example with the others in its batch, so a shard sees other negatives than the whole batch:
+objectives that use them report ``in_batch`` and the pmap path refuses them.
 """
 
 from __future__ import annotations
@@ -11,8 +14,6 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-
-OBJECTIVES = ("compressed_teacher", "static", "static_distill")
 
 
 def _normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -74,6 +75,7 @@ def pooled_loss(
 
 
 STATIC_LOSSES = ("cosine", "mse", "contrastive")
+IN_BATCH_LOSSES = ("contrastive",)
 
 
 def contrastive_loss(

@@ -1,0 +1,82 @@
+"""Pieces several objectives share: the teacher's table in its tree, the teacher as an
+embedder, a gathered host copy of a sharded teacher, checks that name the objective."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from embres import adapters
+
+
+def get_table(params: dict, table_path: tuple[str, ...]) -> Any:
+    """The input table inside a teacher's parameter tree."""
+    node = params
+    for part in table_path:
+        node = node[part]
+    return node
+
+
+def replace_table(params: dict, table_path: tuple[str, ...], table: Any) -> dict:
+    """A copy of the teacher's tree with its input table swapped (the rest shared)."""
+    flat = traverse_util.flatten_dict(params)
+    flat[table_path] = table
+    return traverse_util.unflatten_dict(flat)
+
+
+def host_model(model: Any) -> Any:
+    """``model`` with a sharded or row-padded input table gathered into one unpadded copy.
+
+    Returns ``model`` itself when its table is already whole and unpadded.
+    """
+    from embres.arrays import to_host
+
+    table = get_table(model.params, model.table_path)
+    if getattr(table, "is_fully_addressable", True) and table.shape[0] == model.config.vocab_size:
+        return model
+    whole = np.asarray(to_host(table))[: model.config.vocab_size]
+    return dataclasses.replace(
+        model, params=replace_table(model.params, model.table_path, jnp.asarray(whole))
+    )
+
+
+def extractor_fn(model: Any, batch_size: int, params: Any = None):
+    """``texts -> [n, d]`` through the (possibly adapted) teacher, progress off."""
+    from embres.extract import EmbeddingExtractor
+
+    extractor = EmbeddingExtractor(model, batch_size=batch_size, params=params)
+    return functools.partial(extractor.extract_embeddings, progress=False)
+
+
+def teacher(model: Any, batch_size: int):
+    """The teacher as ``(embed_fn, info)`` for the evaluators."""
+    table_bytes = model.config.vocab_size * model.config.hidden_size * 4
+    info = {
+        "table_bytes": table_bytes,
+        "total_bytes": adapters.param_bytes(model.params),
+        "params": model.params,
+    }
+    return extractor_fn(model, batch_size), info
+
+
+def refuse_pair(objective: str, adapter: str, reason: str, allowed: tuple[str, ...]) -> None:
+    """Raises the one error for an objective × adapter pair that cannot train."""
+    raise ValueError(
+        f"objective {objective!r} cannot train adapter {adapter!r} "
+        f"(config.objective.kind={objective!r}, config.adapter.type={adapter!r}): {reason}; "
+        f"adapters it trains: {list(allowed)}"
+    )
+
+
+def check_sizes(config: Any, model: Any) -> None:
+    """The data length fits the teacher."""
+    if config.data.max_length > model.max_length:
+        raise ValueError(
+            f"config.data.max_length={config.data.max_length}; expected <= {model.max_length} "
+            "(the model's limit)"
+        )
