@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from pathlib import Path
 
@@ -30,9 +29,10 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from embres import adapters, configlib, data, evaluate, objectives, parallel
-from embres.arrays import padded_rows, path_name, to_host
+from embres import adapters, configlib, data, evaluate, objectives, optim, parallel
+from embres.arrays import padded_rows, to_host
 from embres.checkpointing import Checkpointer, config_changes
+from embres.evaluate import report
 from embres.evaluate.training import numeric
 from embres.metrics import MetricWriter, check_finite, first_non_finite
 
@@ -56,53 +56,6 @@ def _report(message: str) -> None:
 
 
 # ----------------------------------------------------------------------------- pieces
-
-
-def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int):
-    """AdamW with linear warmup then cosine decay, after global-norm clipping.
-
-    ``opt.frozen`` (a regex over adapter param paths such as ``"B$"``) keeps the matching
-    params fixed.
-    """
-    schedule = optax.warmup_cosine_decay_schedule(
-        init_value=0.0,
-        peak_value=opt.learning_rate,
-        warmup_steps=opt.warmup_steps,
-        decay_steps=total_steps,
-        end_value=opt.learning_rate * opt.end_learning_rate_ratio,
-    )
-    tx = optax.chain(
-        optax.clip_by_global_norm(opt.clip_norm),
-        optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay),
-    )
-    if opt.get("frozen", ""):
-        pattern = re.compile(opt.frozen)
-
-        def labels(params):
-            return jax.tree_util.tree_map_with_path(
-                lambda path, _: "frozen" if pattern.search(path_name(path)) else "trained", params
-            )
-
-        tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
-    return tx, schedule
-
-
-def resize_vocab_rows(params: dict, adapter, rows: int, new_rows: int) -> dict:
-    """``params`` with the adapter's vocab-row leaves (``adapter.VOCAB_ROWS``) padded with
-    zero rows, or cut, from ``rows`` to ``new_rows``; other leaves are untouched."""
-    if rows == new_rows:
-        return params
-    out = dict(params)
-    for key in getattr(adapter, "VOCAB_ROWS", ()):
-        leaf = out[key]
-        if leaf.shape[0] != rows:
-            raise ValueError(f"adapter param {key!r} has {leaf.shape[0]} rows; expected {rows}")
-        if new_rows < rows:
-            out[key] = leaf[:new_rows]
-        else:
-            xp = jnp if isinstance(leaf, jax.Array) else np
-            out[key] = xp.pad(leaf, [(0, new_rows - rows)] + [(0, 0)] * (leaf.ndim - 1))
-    return out
 
 
 def make_train_step(loss_fn, tx, schedule, seed: int, trace_count: list[int]):
@@ -130,25 +83,6 @@ def make_train_step(loss_fn, tx, schedule, seed: int, trace_count: list[int]):
         return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
     return train_step
-
-
-def format_summary(rows: dict[str, dict]) -> str:
-    """A markdown table, one column per model, then the table compression."""
-    keys = sorted({k for r in rows.values() for k, v in r.items() if isinstance(v, (int, float))})
-    lines = ["| metric | teacher | student |", "|---|---|---|"]
-    for k in keys:
-        cells = []
-        for name in ("teacher", "student"):
-            v = rows[name].get(k)
-            if not isinstance(v, (int, float)):
-                cells.append("-")
-            else:
-                cells.append(f"{v:,.0f}" if "bytes" in k else f"{v:.4g}")
-        lines.append(f"| {k} | {cells[0]} | {cells[1]} |")
-    t, s = rows["teacher"].get("table_bytes"), rows["student"].get("table_bytes")
-    if t and s:
-        lines.append(f"\ntable compression: {t / s:.2f}x ({t:,} -> {s:,} bytes)")
-    return "\n".join(lines)
 
 
 def run_evals(config, plan, params, step: int, final: bool, heldout: list[str]) -> dict:
@@ -180,7 +114,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     # --- Checks that need nothing loaded: names, modes, sizes, the data source.
     configlib.check_static(config)
-    objective = objectives.get(config.objective.kind)
+    kind = config.objective.kind
+    objective = objectives.get(kind)
     adapter = adapters.get(config.adapter.type)
     data.check_spec(config.data.source)
 
@@ -236,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     )
     if use_pmap and plan.in_batch:
         raise ValueError(
-            f"config.parallel='pmap' cannot train objective {config.objective.kind!r} with "
+            f"config.parallel='pmap' cannot train objective {kind!r} with "
             "this loss: it compares examples within a batch, and each pmap shard would see "
             "other negatives than the whole batch; use config.parallel='jit'"
         )
@@ -244,11 +179,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # --- State, shape first. Vocab-row params get zero rows up to a fixed multiple, so they
     # divide over any model axis that divides it and checkpoints fit every mesh; ids never
     # reach them, so their gradients, Adam moments and updates stay exactly zero.
-    tx, schedule = make_optimizer(config.optimizer, config.total_steps)
+    tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps)
 
     def init_state(rng, table, weights):
         params = adapter.init(rng, table[:vocab_size], config.adapter, weights)
-        params = resize_vocab_rows(params, adapter, vocab_size, padded_vocab)
+        params = adapters.resize_vocab_rows(params, adapter, vocab_size, padded_vocab)
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
     weights = None if plan.init_weights is None else jnp.asarray(plan.init_weights, jnp.float32)
@@ -368,7 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             last_good = step
         if not final and any(step % s.every_steps == 0 for s in periodic):
             params = to_host(host_state(state)["params"])
-            params = resize_vocab_rows(params, adapter, padded_vocab, vocab_size)
+            params = adapters.resize_vocab_rows(params, adapter, padded_vocab, vocab_size)
             for name, result in run_evals(config, plan, params, step, False, heldout).items():
                 writer.write_summary(name, numeric(result), step)
     final_step = max(start_step, config.total_steps)
@@ -376,7 +311,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         _report(f"{workdir} already holds the final step {start_step}; evaluating only")
     params_per_device = parallel.bytes_per_device(host_state(state)["params"])
     params = to_host(host_state(state)["params"])
-    params = resize_vocab_rows(params, adapter, padded_vocab, vocab_size)  # drop the padding
+    params = adapters.resize_vocab_rows(
+        params, adapter, padded_vocab, vocab_size
+    )  # drop the padding
     if hasattr(adapter, "to_storage"):  # evaluate exactly what is exported
         params = jax.device_get(adapter.to_storage(params, config.adapter))
     ckpt.close()
@@ -385,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     # --- Evaluation (config.evals, through the evaluators) and export (process 0 writes).
     rows = run_evals(config, plan, params, final_step, True, heldout)
-    summary = format_summary(rows)
+    summary = report.format_summary(rows)
     for name, values in rows.items():
         writer.write_summary(name, numeric(values), final_step)
     writer.close()

@@ -121,7 +121,7 @@ def test_losses_are_means_of_per_example_values():
 
 
 def test_gradients_reach_only_adapter_params(tiny_models, tmp_path):
-    from embres import train
+    from embres import optim, train
     from embres.models import load_model
 
     model = load_model(tiny_models("bert"))
@@ -138,7 +138,7 @@ def test_gradients_reach_only_adapter_params(tiny_models, tmp_path):
     assert jax.tree.structure(grads) == jax.tree.structure(params)
     assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
 
-    tx, schedule = train.make_optimizer(config.optimizer, 10)
+    tx, schedule = optim.make_optimizer(config.optimizer, 10)
     step = train.make_train_step(loss_fn, tx, schedule, 0, [0])
     state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params)}
     before = jax.tree.map(np.asarray, model.params)

@@ -60,3 +60,25 @@ def param_bytes(params) -> int:
     import jax
 
     return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params)))
+
+
+def resize_vocab_rows(params: dict, adapter: ModuleType, rows: int, new_rows: int) -> dict:
+    """``params`` with the adapter's vocab-row leaves (``adapter.VOCAB_ROWS``) padded with
+    zero rows, or cut, from ``rows`` to ``new_rows``; other leaves are untouched."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    if rows == new_rows:
+        return params
+    out = dict(params)
+    for key in getattr(adapter, "VOCAB_ROWS", ()):
+        leaf = out[key]
+        if leaf.shape[0] != rows:
+            raise ValueError(f"adapter param {key!r} has {leaf.shape[0]} rows; expected {rows}")
+        if new_rows < rows:
+            out[key] = leaf[:new_rows]
+        else:
+            xp = jnp if isinstance(leaf, jax.Array) else np
+            out[key] = xp.pad(leaf, [(0, new_rows - rows)] + [(0, 0)] * (leaf.ndim - 1))
+    return out

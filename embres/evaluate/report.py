@@ -312,3 +312,22 @@ def compare(
             records.append(record)
     curves = [Path(d, "metrics.jsonl") for d in report_dirs if Path(d, "metrics.jsonl").is_file()]
     return write_report(records, out_dir, curves=curves, title="embres comparison", command=command)
+
+
+def format_summary(rows: dict[str, dict]) -> str:
+    """A markdown table, one column per model, then the table compression."""
+    keys = sorted({k for r in rows.values() for k, v in r.items() if isinstance(v, (int, float))})
+    lines = ["| metric | teacher | student |", "|---|---|---|"]
+    for k in keys:
+        cells = []
+        for name in ("teacher", "student"):
+            v = rows[name].get(k)
+            if not isinstance(v, (int, float)):
+                cells.append("-")
+            else:
+                cells.append(f"{v:,.0f}" if "bytes" in k else f"{v:.4g}")
+        lines.append(f"| {k} | {cells[0]} | {cells[1]} |")
+    t, s = rows["teacher"].get("table_bytes"), rows["student"].get("table_bytes")
+    if t and s:
+        lines.append(f"\ntable compression: {t / s:.2f}x ({t:,} -> {s:,} bytes)")
+    return "\n".join(lines)
