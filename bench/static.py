@@ -2,7 +2,7 @@
 
     EMBRES_DATA_DIR=../shared/data python bench/static.py [--dims 64,128,256] [--trained DIR ...]
 
-For each width: distillation time, STS-B dev and STSb-TR dev Spearman (x100), encoding
+For each width: distillation time, STS-B dev, STSb-TR dev and SICK trial Spearman (x100), encoding
 sentences/s on 5,000 STS-B sentences, and table bytes; then a table with ratios against
 Model2Vec at the same width. ``--trained`` adds static students trained with
 ``embres.train`` (their export directories or workdirs), evaluated at every width they
@@ -46,6 +46,7 @@ def quality(encode) -> dict[str, float]:
     return {
         "stsb_dev": evaluate_sts(encode, "stsb", "dev"),
         "stsb_tr_dev": evaluate_sts(encode, "stsb_tr", "dev"),
+        "sick_trial": evaluate_sts(encode, "sick", "dev"),
     }
 
 
@@ -152,14 +153,14 @@ def main() -> None:
     rows = [r for r in rows if r["dims"] in base]
     header = (
         f"{'model':34} {'dims':>4} {'distill s':>9} {'STS-B dev':>9} {'vs M2V':>7} "
-        f"{'STSb-TR dev':>11} {'sent/s':>8} {'x M2V':>6} {'table MB':>8}"
+        f"{'STSb-TR dev':>11} {'SICK trial':>10} {'sent/s':>8} {'x M2V':>6} {'table MB':>8}"
     )
     print(header)
     for r in rows:
         b = base[r["dims"]]
         print(
             f"{r['model']:34} {r['dims']:4d} {r['distill_s']:9.1f} {r['stsb_dev']:9.2f} "
-            f"{r['stsb_dev'] - b['stsb_dev']:+7.2f} {r['stsb_tr_dev']:11.2f} "
+            f"{r['stsb_dev'] - b['stsb_dev']:+7.2f} {r['stsb_tr_dev']:11.2f} {r['sick_trial']:10.2f} "
             f"{r['sent_per_s']:8.0f} {r['sent_per_s'] / b['sent_per_s']:5.2f}x "
             f"{r['table_bytes'] / 1e6:8.1f}"
         )

@@ -27,11 +27,13 @@ host, or a CPU with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``)::
 Numbers it produced (all-MiniLM-L6-v2, 2 shared CPU cores; STS-B dev Spearman x100 with
 EMBRES_DATA_DIR=../shared/data; teacher 86.72; table 30,522 x 384 float32 = 46,881,792 B):
 
-* Default command (corpus-free "vocab" data, rank 128, float16 factors, 150 steps):
-  STS-B dev 86.24 (-0.48), fidelity 0.961 on held-out sampled sequences, table 7,911,936 B
-  (5.93x smaller);
-  6m40s wall on a machine shared with three other jobs (about 2 min training alone);
-  re-running on the same workdir resumes (here: "already holds the final step").
+* Default command (corpus-free "vocab" data, rank 128, float16 factors, 150 steps;
+  ``python bench/defaults.py``): 179 s wall on a quiet machine; STS-B dev 86.24 (-0.48),
+  SICK trial 78.34 (teacher 79.99: -1.65), STSb-TR dev 55.11 (teacher 52.91), fidelity 0.961
+  on held-out sampled sequences, table 7,911,936 B (5.93x smaller). STS-B dev alone
+  understates the cost: SICK trial shows -1.65, in line with the -1.59 measured on held-out
+  STS data; read the three together. Re-running on the same workdir resumes (here:
+  "already holds the final step").
 * Rank sweep on en.txt (--config.data.source=text:../shared/data/text/en.txt). "init" is
   the frequency-weighted SVD (counts from en.txt) before any step; "trained" is 200 steps
   at --config.optimizer.learning_rate=1e-4:

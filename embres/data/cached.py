@@ -149,16 +149,20 @@ def _write_arrays(
     step = min(FORWARD_ROWS, chunk_rows)
     width = math.ceil(chunk_rows / step) * step  # a chunk is padded to whole forward calls
     forward = jax.jit(lambda p, i, m: teacher_sentence_vectors(model, p, i, m))
+    buckets = [b for b in tokenize.bucket_lengths(max_length) if b < max_length] + [max_length]
     iterator, count, dim, pending = iter(rows), 0, None, None
     files = {name: open(folder / name, "wb") for name in ("ids.npy", "lengths.npy", "targets.npy")}
     try:
         for f in files.values():
             f.write(_npy_header("<i4", (0,)))  # placeholder, rewritten with the final shape
 
-        def store(ids, lengths, outputs):  # waits for one chunk's vectors and appends it
+        def store(ids, lengths, outputs, order):  # waits for one chunk's vectors, appends it
             nonlocal dim
             n = len(lengths)
-            vectors = np.concatenate([np.asarray(o) for o in outputs])[:n]
+            sorted_vectors = np.concatenate([np.asarray(o) for o in outputs])
+            vectors = np.empty_like(sorted_vectors)
+            vectors[order] = sorted_vectors
+            vectors = vectors[:n]
             dim = vectors.shape[1]
             files["ids.npy"].write(np.ascontiguousarray(ids[:n], "<i4").tobytes())
             files["lengths.npy"].write(np.ascontiguousarray(lengths, "<i4").tobytes())
@@ -188,11 +192,19 @@ def _write_arrays(
             mask = (np.arange(max_length)[None, :] < np.asarray(lengths)[:, None]).astype(np.int32)
             mask = np.concatenate([mask, np.zeros((width - n, max_length), np.int32)])
             mask[n:, 0] = 1  # padding rows: one pad token, so no row attends to nothing
-            calls = range(0, math.ceil(n / step) * step, step)  # dispatched, not waited on
-            outputs = [forward(model.params, ids[s : s + step], mask[s : s + step]) for s in calls]
+            # Rows sorted by length and each call cut to its length bucket: the teacher never
+            # runs over padding past the bucket (a few compiled shapes, not one per chunk).
+            used = math.ceil(n / step) * step  # real rows, then padding rows to whole calls
+            order = np.argsort(mask[:used].sum(1), kind="stable")
+            longest = mask[:used].sum(1)[order]
+            outputs = []
+            for s in range(0, used, step):  # dispatched, not waited on
+                rows_at = order[s : s + step]
+                cut = next(b for b in buckets if b >= int(longest[s : s + step].max()))
+                outputs.append(forward(model.params, ids[rows_at, :cut], mask[rows_at, :cut]))
             if pending is not None:
                 store(*pending)
-            pending = (ids, np.asarray(lengths, np.int32), outputs)
+            pending = (ids, np.asarray(lengths, np.int32), outputs, order)
             count += n
         if pending is not None:
             store(*pending)

@@ -105,7 +105,12 @@ def build_training_evaluator(
         if "reference" not in cfg:
             if teacher is None:
                 raise ValueError("the fidelity task needs a 'teacher' among the models")
-            cfg["reference"] = reference_vectors(teacher, cfg["texts"]) if cfg["texts"] else None
+            reference = reference_vectors(teacher, cfg["texts"]) if cfg["texts"] else None
+            if reference is not None and info.get("fidelity_map") is not None:
+                # a student narrower than its teacher is compared in its own space (e.g. the
+                # teacher's vectors on the PCA basis its targets were projected onto)
+                reference = np.asarray(info["fidelity_map"](reference), np.float32)
+            cfg["reference"] = reference
     if task == "speed" and heldout_texts and "texts" not in cfg and "data_dir" not in cfg:
         cfg["texts"] = list(heldout_texts)
     try:

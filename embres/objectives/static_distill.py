@@ -265,6 +265,8 @@ def prepare(
             "total_bytes": size,
             "params": params,
             "count_tokens": lambda texts: sum(len(r) for r in embedder.token_ids(texts)),
+            # fidelity in the student's space: the teacher's vectors as the targets see them
+            "fidelity_map": lambda vectors: vectors @ projection,
         }
         return embedder.encode, info
 
