@@ -32,3 +32,18 @@ def pad_batch(
         ids[r, :n] = row[:n]
         mask[r, :n] = 1
     return ids, mask
+
+
+class FilePosition:
+    """``get_state``/``set_state`` for a source streaming a file: ``(epoch, byte offset,
+    line number)``, so a restore seeks straight to where the batches left off. The source
+    keeps ``self._file`` (binary), ``self.epoch`` and ``self.line``."""
+
+    def get_state(self) -> dict[str, int]:
+        """Position as plain ints (JSON-serialisable)."""
+        return {"epoch": self.epoch, "offset": self._file.tell(), "line": self.line}
+
+    def set_state(self, state: dict[str, int]) -> None:
+        """Continues from a position returned by ``get_state``."""
+        self.epoch, self.line = int(state["epoch"]), int(state["line"])
+        self._file.seek(int(state["offset"]))

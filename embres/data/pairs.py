@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from embres import tokenize
-from embres.data.batching import pad_batch
+from embres.data.batching import FilePosition, pad_batch
 
 SCORE_NAMES = ("score", "label", "similarity", "relatedness_score")
 
@@ -88,7 +88,7 @@ def line_number(path: Path, offset: int) -> int:
     return count
 
 
-class PairsSource:
+class PairsSource(FilePosition):
     """Streams tokenised pair batches from a TSV; see the module docstring."""
 
     def __init__(
@@ -203,15 +203,6 @@ class PairsSource:
         if self.score is not None:
             batch["score"] = np.asarray([p[2] for p in pairs], np.float32)
         return batch
-
-    def get_state(self) -> dict[str, int]:
-        """Position as plain ints (JSON-serialisable)."""
-        return {"epoch": self.epoch, "offset": self._file.tell(), "line": self.line}
-
-    def set_state(self, state: dict[str, int]) -> None:
-        """Continues from a position returned by ``get_state``."""
-        self.epoch, self.line = int(state["epoch"]), int(state["line"])
-        self._file.seek(int(state["offset"]))
 
     def token_weights(self) -> np.ndarray:
         """Token counts (both columns) over the first ``count_lines`` training pairs, plus one."""

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from embres.data.batching import pad_batch
+from embres.data.batching import FilePosition, pad_batch
 
 
-class TextSource:
+class TextSource(FilePosition):
     """Streams tokenised batches from a text file; see the module docstring."""
 
     def __init__(
@@ -93,15 +93,6 @@ class TextSource:
         rows = self.tokenizer(lines, truncation=True, max_length=self.max_length)["input_ids"]
         ids, mask = pad_batch(rows, self.max_length, self.pad_id, self.batch_size)
         return {"ids": ids, "mask": mask}
-
-    def get_state(self) -> dict[str, int]:
-        """Position as plain ints (JSON-serialisable)."""
-        return {"epoch": self.epoch, "offset": self._file.tell(), "line": self.line}
-
-    def set_state(self, state: dict[str, int]) -> None:
-        """Continues from a position returned by ``get_state``."""
-        self.epoch, self.line = int(state["epoch"]), int(state["line"])
-        self._file.seek(int(state["offset"]))
 
     def token_weights(self) -> np.ndarray:
         """Token counts over the first ``count_lines`` training lines, plus one (float64 [V])."""

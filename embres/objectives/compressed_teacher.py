@@ -33,11 +33,7 @@ def check(config: Any, model: Any, adapter: Any) -> None:
     """The adapter is one whose table the teacher can read, at the teacher's width."""
     kind = config.adapter.type
     if kind not in ADAPTERS:
-        reason = (
-            "it is contextual: it has no table to put back into the teacher"
-            if adapter.materialize is None or kind == "hybrid"
-            else "its PCA start rotates the rows out of the input space the teacher reads"
-        )
+        reason = "its rows are not in the teacher's input space (a PCA start or a context path)"
         common.refuse_pair(NAME, kind, reason, ADAPTERS)
     shape = (model.config.vocab_size, model.config.hidden_size)
     adapter.check_config(config.adapter, shape)
