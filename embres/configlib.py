@@ -142,6 +142,55 @@ def static_student_config(
     return c
 
 
+def data_path(relative: str) -> str:
+    """``$EMBRES_DATA_DIR/relative`` (default data dir ``../shared/data``), as a string."""
+    import os
+
+    return os.path.join(os.environ.get("EMBRES_DATA_DIR", "../shared/data"), relative)
+
+
+def cross_lingual_training(
+    c: ml_collections.ConfigDict, lang: str = "tr", student: str = "static"
+) -> ml_collections.ConfigDict:
+    """Objective, data and evals of a ``cross_lingual`` student for language ``lang``.
+
+    Another language is a data change: ``parallel/en_<lang>_stsb_train.tsv`` (columns
+    ``en``, ``<lang>``), ``text/<lang>.txt`` for the vocabulary, ``dict/en_<lang>_wiktionary.tsv``
+    and ``stsb_<lang>`` for evaluation, all under ``$EMBRES_DATA_DIR``.
+    """
+    c.objective = section()
+    c.objective.kind = "cross_lingual"
+    c.objective.student = student  # "static" (static/projection/hybrid) or "transfer" (table)
+    c.objective.lang = lang
+    # teacher | target | bilingual | trimmed; or a prepared tokenizer dir in .tokenizer
+    c.objective.vocab = "target"
+    c.objective.tokenizer = ""
+    c.objective.vocab_model = "wordpiece"  # or "unigram"
+    c.objective.vocab_size = 16_000
+    c.objective.vocab_text = data_path(f"text/{lang}.txt")  # plus the pairs' target side
+    c.objective.init = "fvt"  # random | fvt | teacher | dictionary
+    c.objective.loss = "cosine"  # or "mse", "contrastive"
+    c.objective.matryoshka_dims = ""
+    c.objective.temperature = 0.05
+    c.objective.english_weight = 1.0  # student(en) -> teacher(en) as well as student(tr)
+    c.objective.contrastive_weight = 0.0
+    c.objective.dictionary = ""  # e.g. data_path(f"dict/en_{lang}_wiktionary.tsv")
+    c.objective.dictionary_weight = 0.1
+    c.objective.freeze_teacher_rows = True  # transfer + bilingual: English stays exact
+    c.objective.teacher_layer = -1
+    c.objective.sif_coefficient = 1e-3
+    c.data.source = "pairs:" + data_path(f"parallel/en_{lang}_stsb_train.tsv")
+    c.data.columns = f"en,{lang}"
+    c.data.heldout = 0
+    c.data.max_length = 64
+    c.data.cache_dir = ""
+    c.evals = ml_collections.ConfigDict()
+    c.evals.sts = section(task="sts", datasets=f"stsb_{lang},stsb,sick", split="dev", every_steps=0)
+    c.evals.bitext = section(task="bitext", every_steps=0)
+    c.evals.probe = section(task="probe", every_steps=0)
+    return c
+
+
 def shrink_for_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The ``:runlocal`` sizes every config shares: a seconds-long smoke run, no STS eval."""
     c.total_steps = 4

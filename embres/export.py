@@ -378,3 +378,51 @@ def export_compressed_teacher(
     )
     _write_json(sub / "adapter.json", meta)
     return out
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "added_tokens.json",
+)
+
+
+def export_transfer(model: Any, meta: dict[str, Any], directory: str | os.PathLike) -> Path:
+    """Writes a teacher that reads a new vocabulary (an embedding-layer transfer).
+
+    The directory is a Hugging Face checkpoint with the new tokenizer and a ``config.json``
+    whose ``vocab_size`` is the new vocabulary's, plus sentence-transformers' module files,
+    so embres (``load_model``), ``transformers.AutoModel`` and ``SentenceTransformer`` all
+    load it. The teacher's tokenizer files are not carried over: a stale ``vocab.txt`` next
+    to the new ``tokenizer.json`` would let a slow tokenizer read the old vocabulary.
+
+    Args:
+      model: the ``LoadedModel`` with the new table and tokenizer
+        (:func:`embres.objectives.cross_lingual.transfer_model`).
+      meta: written to ``embres_transfer.json`` (vocabulary, language, teacher rows kept).
+      directory: output directory (created; an earlier model there is replaced, and said so).
+    """
+    out = Path(directory)
+    _report_replace(out, (FLOAT_FILE,))
+    model.save(out)
+    for name in TOKENIZER_FILES:
+        (out / name).unlink(missing_ok=True)
+    tokenizer = model.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer = copy.deepcopy(tokenizer)
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(model.pad_id)
+    tokenizer.save_pretrained(str(out))
+    write_sentence_transformers_files(
+        out,
+        dim=int(model.config.hidden_size),
+        pooling=model.pooling,
+        normalize=model.normalize,
+        max_length=model.max_length,
+    )
+    _write_json(out / "embres_transfer.json", meta)
+    return out

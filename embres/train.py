@@ -144,11 +144,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         table_sharding=table_sharding if sharded_table else None,
         table_row_multiple=config.pad_vocab_to_multiple_of,
     )
-    vocab_size = model.config.vocab_size
-    padded_vocab = padded_rows(vocab_size, config.pad_vocab_to_multiple_of)
     if sharded_table:
+        teacher_rows = model.config.vocab_size
         _report(
-            f"teacher table {table_name}: {vocab_size:,} rows (+{padded_vocab - vocab_size} "
+            f"teacher table {table_name}: {teacher_rows:,} rows "
+            f"(+{padded_rows(teacher_rows, config.pad_vocab_to_multiple_of) - teacher_rows} "
             f"padding) sharded {table_sharding.spec} over {dict(mesh.shape)}, read block by "
             "block: only the rows this process's devices hold"
         )
@@ -169,6 +169,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
+    # The student's vocabulary: the teacher's, unless the objective brings its own tokenizer.
+    vocab_size = plan.vocab_size or model.config.vocab_size
+    padded_vocab = padded_rows(vocab_size, config.pad_vocab_to_multiple_of)
     if use_pmap and plan.in_batch:
         raise ValueError(
             f"config.parallel='pmap' cannot train objective {kind!r} with "

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from embres.adapters import hybrid, lowrank, projection, static
+from embres.adapters import hybrid, lowrank, projection, static, table
 
 ADAPTERS: dict[str, ModuleType] = {
     "hybrid": hybrid,
     "lowrank": lowrank,
     "projection": projection,
     "static": static,
+    "table": table,
 }
 
 

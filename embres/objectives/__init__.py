@@ -22,7 +22,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-BUILTIN = ("compressed_teacher", "static_distill")
+BUILTIN = ("compressed_teacher", "cross_lingual", "static_distill", "sts_finetune")
 _REGISTERED: dict[str, ModuleType] = {}
 
 EmbedFn = Callable[[list[str]], Any]
@@ -50,6 +50,8 @@ class Plan:
         evaluators read (``params``, ``count_tokens``...).
       teacher: ``teacher() -> (embed_fn, info)``.
       export: ``export(params, directory) -> Path`` writes the served model.
+      vocab_size: rows of the student's vocabulary when it has its own tokenizer (a new
+        language's); ``None``: the teacher's ``vocab_size``.
     """
 
     init_table: Any
@@ -62,6 +64,7 @@ class Plan:
     student: Callable[[Any], tuple[EmbedFn, dict]]
     teacher: Callable[[], tuple[EmbedFn, dict]]
     export: Callable[[Any, Any], Any]
+    vocab_size: int | None = None
 
 
 def register(name: str, module: ModuleType) -> None:

@@ -1,0 +1,43 @@
+r"""Embedding-layer transfer: the frozen English teacher reading Turkish through a new input table.
+
+A bilingual vocabulary (the teacher's tokens with their ids, plus the language's tokens),
+its new rows started by FVT (the mean of the teacher's rows of each new token's old pieces),
+then trained so that the teacher reading the new language reproduces the teacher reading the
+English translation (objective ``cross_lingual``, student ``transfer``, adapter ``table``).
+The transformer never changes, and with ``freeze_teacher_rows`` the teacher's own rows do not
+either: English input gives exactly the teacher's vectors.
+
+Commands::
+
+    python -m embres.train --config=configs/language_transfer.py
+    python -m embres.train --config=configs/language_transfer.py:runlocal --workdir=/tmp/lt
+
+Numbers it produced: see the README's language table (filled from these commands).
+"""
+
+from embres import configlib
+
+
+def get_config(arg: str | None = None):
+    """Config for ``configs/language_transfer.py[:runlocal,lang=tr,vocab=V,init=I]``."""
+    arg = configlib.parse_arg(arg, runlocal=False, lang="tr", vocab="bilingual", init="fvt")
+    c = configlib.base_config()
+    c.adapter = configlib.section()
+    c.adapter.type = "table"
+    configlib.cross_lingual_training(c, arg.lang, "transfer")
+    c.objective.vocab = arg.vocab
+    c.objective.init = arg.init
+    # English rows are frozen (bilingual + freeze_teacher_rows): student(en) is the teacher
+    # exactly, so its term would cost a forward and backward for a zero gradient.
+    c.objective.english_weight = 0.0
+    c.batch_size = 32
+    c.total_steps = 1000
+    c.optimizer.learning_rate = 2e-3
+    c.optimizer.warmup_steps = 50
+    c.checkpoint.every_steps = 250
+    c.log_every_steps = 50
+    c.eval.batch_size = 128
+    if arg.runlocal:
+        configlib.shrink_for_runlocal(c)
+        c.objective.vocab_size = 300
+    return c

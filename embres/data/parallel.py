@@ -1,0 +1,202 @@
+"""Translation pairs with the teacher's vectors of their source side: the cross-lingual batches.
+
+Cross-lingual distillation trains a student to put a sentence and its translation where the
+teacher puts the source sentence. The data is small (tens of thousands of pairs plus a
+dictionary), so everything is read, tokenised once with the student's tokenizer and kept in
+memory; the teacher's vectors (``targets``) are computed once by the objective and handed in.
+
+Batches (host-local, ``b = batch_size // process_count``)::
+
+    ids, mask       int32 [b, L]  the target-language side (the language being learned)
+    ids_b, mask_b   int32 [b, L]  the source-language side (the teacher's language)
+    targets         float32 [b, d] the teacher's vector of the source side
+    weight          float32 [b]    the item's weight (a dictionary entry weighs less than a
+                                   sentence; padding rows weigh 0)
+
+``L`` is the batch's longest row rounded up to a length bucket (:mod:`embres.tokenize`), so
+the step compiles once per bucket, not once per batch, and short sentences do not pay for
+``max_length``. Every epoch is a fresh permutation of all items (seeded by epoch), process
+``p`` of ``P`` taking positions ``i`` with ``i % P == p``; the position is ``(epoch, index)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embres import tokenize
+from embres.data.pairs import resolve_columns
+
+
+def read_pairs(path: str | Path, columns: str = "") -> tuple[list[tuple[str, str]], list[str]]:
+    """All ``(text a, text b)`` pairs of a TSV with a header line, and the two column names.
+
+    Args:
+      path: the file; its first non-blank line names the columns.
+      columns: ``"a,b"`` (e.g. ``"en,tr"``), or ``""`` for the first two text columns.
+
+    Raises:
+      FileNotFoundError / ValueError: naming the file and line at fault.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pairs file {str(path)!r} does not exist")
+    pairs: list[tuple[str, str]] = []
+    header: list[str] | None = None
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            fields = [x.strip() for x in line.split("\t")]
+            if header is None:
+                header = fields
+                a, b, _ = resolve_columns(header, columns, "", where=f"the header of {path}")
+                continue
+            if len(fields) != len(header):
+                raise ValueError(
+                    f"{path}:{number} has {len(fields)} tab-separated fields; expected "
+                    f"{len(header)} (columns {header})"
+                )
+            pairs.append((fields[a], fields[b]))
+    if header is None:
+        raise ValueError(f"pairs file {str(path)!r} is empty; expected a header line and pairs")
+    return pairs, [header[a], header[b]]
+
+
+class ParallelSource:
+    """In-memory cross-lingual batches; see the module docstring.
+
+    Args:
+      tokenizer: the student's tokenizer (both sides go through it).
+      target_texts: target-language texts (the side being learned), one per item.
+      source_texts: source-language texts, one per item.
+      targets: [n, d] the teacher's vectors of ``source_texts``.
+      weights: [n] item weights.
+      batch_size: rows per batch over all processes.
+      max_length: tokens kept per text.
+      pad_id: the id padding rows hold.
+      add_special_tokens: wrap texts in the tokenizer's template (a transformer student
+        needs it; a static student pools the text's own tokens only).
+      heldout: held-out ``(source, target)`` pairs, never trained on.
+      seed: shuffling seed.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        target_texts: Sequence[str],
+        source_texts: Sequence[str],
+        targets: np.ndarray,
+        weights: np.ndarray,
+        *,
+        batch_size: int,
+        max_length: int,
+        pad_id: int,
+        add_special_tokens: bool,
+        heldout: Sequence[tuple[str, str]] = (),
+        seed: int = 0,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        n = len(target_texts)
+        if not (len(source_texts) == n == len(targets) == len(weights)) or n == 0:
+            raise ValueError(
+                f"ParallelSource needs as many source texts ({len(source_texts)}), targets "
+                f"({len(targets)}) and weights ({len(weights)}) as target texts ({n}), and > 0"
+            )
+        if batch_size % process_count:
+            raise ValueError(
+                f"batch_size={batch_size} is not divisible by {process_count} processes"
+            )
+        self.targets = np.asarray(targets, np.float32)
+        self.weights = np.asarray(weights, np.float32)
+        self.batch_size, self.max_length, self.pad_id = batch_size, max_length, pad_id
+        self.seed, self.process_index, self.process_count = seed, process_index, process_count
+        self._heldout = list(heldout)
+        self._a = self._encode(tokenizer, target_texts, add_special_tokens)
+        self._b = self._encode(tokenizer, source_texts, add_special_tokens)
+        self._lengths = tokenize.bucket_lengths(max_length)
+        self.epoch, self.index = 0, 0
+        self._order = self._permutation(0)
+
+    def _encode(self, tokenizer: Any, texts: Sequence[str], special: bool) -> list[np.ndarray]:
+        texts = list(texts)
+        if special:
+            return tokenize.encode(tokenizer, texts, self.max_length)
+        ids = tokenizer(
+            texts, add_special_tokens=False, truncation=True, max_length=self.max_length
+        )
+        fallback = tokenize.fallback_token_id(tokenizer)
+        return [np.asarray(r if r else [fallback], np.int32) for r in ids["input_ids"]]
+
+    def __len__(self) -> int:
+        return len(self._a)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self._a))
+
+    def _pad(
+        self, rows: list[np.ndarray], length: int, count: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.full((count, length), self.pad_id, np.int32)
+        mask = np.zeros((count, length), np.int32)
+        for r, row in enumerate(rows):
+            n = min(len(row), length)
+            ids[r, :n], mask[r, :n] = row[:n], 1
+        return ids, mask
+
+    def next_batch(self) -> dict[str, np.ndarray]:
+        """This process's share of the next ``batch_size`` items (keys: module docstring)."""
+        chosen = []
+        while len(chosen) < self.batch_size:
+            if self.index >= len(self._order):
+                self.epoch, self.index = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+            take = min(self.batch_size - len(chosen), len(self._order) - self.index)
+            chosen.extend(self._order[self.index : self.index + take])
+            self.index += take
+        mine = np.asarray(chosen[self.process_index :: self.process_count])
+        rows_a = [self._a[i] for i in mine]
+        rows_b = [self._b[i] for i in mine]
+        longest = max(len(r) for r in rows_a + rows_b)
+        length = next(b for b in self._lengths if b >= min(longest, self.max_length))
+        ids, mask = self._pad(rows_a, length, len(mine))
+        ids_b, mask_b = self._pad(rows_b, length, len(mine))
+        return {
+            "ids": ids,
+            "mask": mask,
+            "ids_b": ids_b,
+            "mask_b": mask_b,
+            "targets": self.targets[mine],
+            "weight": self.weights[mine],
+        }
+
+    def get_state(self) -> dict[str, int]:
+        """Position as plain ints."""
+        return {"epoch": int(self.epoch), "index": int(self.index)}
+
+    def set_state(self, state: dict[str, int]) -> None:
+        """Continues from a position returned by :meth:`get_state`."""
+        if set(state) != {"epoch", "index"}:
+            raise ValueError(
+                f"a cross-lingual source cannot resume from data position {state}; it was "
+                "saved by another kind of data source (start a new --workdir)"
+            )
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self._order = self._permutation(self.epoch)
+
+    def token_weights(self) -> np.ndarray:
+        """Not used by cross-lingual students (their weights come from the objective)."""
+        raise NotImplementedError("ParallelSource does not count tokens; the objective does")
+
+    def heldout_texts(self, n: int) -> list[str]:
+        """Target-language sides of up to ``n`` held-out pairs."""
+        return [t for _, t in self._heldout[:n]]
+
+    def heldout_pairs(self, n: int) -> list[tuple[str, str]]:
+        """Up to ``n`` held-out ``(source, target)`` pairs."""
+        return list(self._heldout[:n])
