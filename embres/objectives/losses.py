@@ -110,3 +110,29 @@ def matryoshka_loss(
         else:
             total = total + contrastive_loss(s, t, temperature)
     return total / len(dims)
+
+
+PAIR_LOSSES = ("cosent", "cosine_mse")
+
+
+def cosine_similarity(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Row-wise cosine of [batch, d] pairs -> [batch]."""
+    return jnp.sum(_normalize(a) * _normalize(b), axis=-1)
+
+
+def cosent_loss(cosines: jax.Array, scores: jax.Array, scale: float = 20.0) -> jax.Array:
+    """CoSENT: every pair scored higher must have the higher cosine -> scalar (in-batch).
+
+    ``log(1 + sum over (i, j) with score_i > score_j of exp(scale · (cos_j - cos_i)))``; it
+    depends only on the order of the scores, so their range does not matter.
+    """
+    diff = scale * (cosines[None, :] - cosines[:, None])  # [i, j] = s·(cos_j - cos_i)
+    ordered = scores[:, None] > scores[None, :]
+    diff = jnp.where(ordered, diff, -jnp.inf)
+    flat = jnp.concatenate([jnp.zeros((1,), diff.dtype), diff.reshape(-1)])
+    return jax.nn.logsumexp(flat)
+
+
+def cosine_mse_loss(cosines: jax.Array, scores: jax.Array, max_score: float = 5.0) -> jax.Array:
+    """Per-pair ``(cos - score / max_score)^2`` -> [batch]."""
+    return jnp.square(cosines - scores / max_score)

@@ -1,0 +1,53 @@
+r"""Second stage: a trained language student fine-tuned on scored pairs (STSb-TR train).
+
+Starts from the export of ``configs/language_static.py`` or ``configs/language_transfer.py``
+and trains its rows with CoSENT on ``stsb_<lang>/stsb_<lang>_train.tsv`` (objective
+``sts_finetune``). The transfer's transformer and the teacher's own rows stay frozen.
+
+Commands::
+
+    python -m embres.train --config=configs/language_static.py --workdir=runs/tr_static
+    python -m embres.train --config=configs/language_finetune.py:init_from=runs/tr_static \
+        --workdir=runs/tr_static_ft
+
+Numbers it produced: see the README's language table (filled from these commands).
+"""
+
+from embres import configlib
+
+
+def get_config(arg: str | None = None):
+    """Config for ``configs/language_finetune.py:init_from=DIR[,lang=tr,runlocal]``."""
+    arg = configlib.parse_arg(arg, runlocal=False, lang="tr", init_from="")
+    c = configlib.base_config()
+    c.adapter = configlib.section(type="table")
+    c.objective = configlib.section()
+    c.objective.kind = "sts_finetune"
+    c.objective.init_from = arg.init_from  # a first stage's workdir or export/ folder
+    c.objective.loss = "cosent"  # or "cosine_mse"
+    c.objective.scale = 20.0
+    c.objective.max_score = 5.0
+    c.objective.freeze_teacher_rows = True
+    lang = arg.lang
+    c.data.source = "pairs:" + configlib.data_path(f"stsb_{lang}/stsb_{lang}_train.tsv")
+    c.data.columns = "sentence1,sentence2"
+    c.data.score_column = "score"
+    c.data.heldout = 0
+    c.data.max_length = 64
+    c.batch_size = 64
+    c.total_steps = 400
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 20
+    c.checkpoint.every_steps = 200
+    c.log_every_steps = 50
+    c.evals = ml_collections_evals(lang)
+    if arg.runlocal:
+        configlib.shrink_for_runlocal(c)
+    return c
+
+
+def ml_collections_evals(lang: str):
+    """The language evals of ``configlib.cross_lingual_training``."""
+    c = configlib.base_config()
+    configlib.cross_lingual_training(c, lang)
+    return c.evals
