@@ -79,6 +79,45 @@ class StaticEmbedder:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
 
+    def add_words(self, words: Sequence[str], rows: np.ndarray | None = None) -> np.ndarray:
+        """Makes each word one token of this embedder (see :func:`embres.vocab.add_words`).
+
+        A new word's row is ``rows[i]`` when given, else (Fast Vocabulary Transfer over this
+        table) the mean of the rows of the pieces the word was split into before. Words that
+        already were one token keep their id and row. Texts with no word beginning with a new
+        word embed exactly as before; words that begin with one may now use it as their first
+        piece (WordPiece greedy longest match).
+
+        Args:
+          words: the words to add.
+          rows: optional [len(words), dim] rows for them.
+
+        Returns:
+          int64 ids, one per word.
+        """
+        from embres import vocab
+
+        words = tokenize.check_texts(words)
+        if rows is not None:
+            rows = np.asarray(rows, np.float32)
+            if rows.shape != (len(words), self.dim):
+                raise ValueError(f"rows has shape {rows.shape}; expected {(len(words), self.dim)}")
+        old_ids = self.token_ids(words)  # the pieces, before the words become tokens
+        tokenizer, ids = vocab.add_words(self.tokenizer, words)
+        # A new array: the caller's table (which ``self.table`` may be) is never written.
+        table = np.zeros((max(len(self.table), int(ids.max(initial=-1)) + 1), self.dim), np.float32)
+        table[: len(self.table)] = self.table
+        before = len(self.table)
+        for i, token_id in enumerate(ids):
+            if token_id < before and old_ids[i] == [token_id]:
+                continue  # already one token: its row stays
+            table[token_id] = rows[i] if rows is not None else self.table[old_ids[i]].mean(0)
+        backend = copy.deepcopy(tokenizer.backend_tokenizer)
+        backend.no_padding()
+        backend.enable_truncation(self.max_length)
+        self.table, self.tokenizer, self._backend = table, tokenizer, backend
+        return ids
+
 
 class AdapterEmbedder:
     """Sentence vectors from any adapter's ``apply`` over its own rows (e.g. the hybrid).

@@ -1,0 +1,41 @@
+"""Language vocabularies: train, extend (bilingual), trim and edit a tokenizer; give new tokens rows.
+
+Modules:
+  normalizers: language-aware normalisers (Turkish ``I/ı/İ/i``, ``ç ğ ı ö ş ü`` kept).
+  build: :func:`train_tokenizer`, :func:`extend_tokenizer`, :func:`trim_tokenizer`,
+    :func:`add_words`, :func:`fertility`, :func:`table_bytes`.
+  transfer: rows for a new vocabulary from a source model without training (FVT, the
+    teacher's vector of each token's string, a bilingual dictionary).
+
+``python -m embres.vocab stats|train|bilingual|trim`` runs them from the shell.
+"""
+
+from embres.vocab.build import (
+    SPECIAL_TOKENS,
+    add_words,
+    extend_tokenizer,
+    fertility,
+    table_bytes,
+    train_tokenizer,
+    trim_tokenizer,
+)
+from embres.vocab.normalizers import (
+    LANGUAGES,
+    Language,
+    bilingual_normalizer,
+    language_normalizer,
+)
+
+__all__ = [
+    "LANGUAGES",
+    "SPECIAL_TOKENS",
+    "Language",
+    "add_words",
+    "bilingual_normalizer",
+    "extend_tokenizer",
+    "fertility",
+    "language_normalizer",
+    "table_bytes",
+    "train_tokenizer",
+    "trim_tokenizer",
+]

@@ -1,0 +1,175 @@
+"""Command line for vocabularies.
+
+  python -m embres.vocab stats --tokenizer all-MiniLM-L6-v2 --tokenizer DIR --text tr.txt
+  python -m embres.vocab train --text tr.txt --out DIR [--lang tr --model wordpiece --vocab-size 16000]
+  python -m embres.vocab bilingual --teacher all-MiniLM-L6-v2 --text tr.txt --out DIR
+      [--english en.txt] [--vocab-size 16000] [--guard seen|letters]
+  python -m embres.vocab trim --tokenizer all-MiniLM-L6-v2 --text tr.txt --text en.txt --out DIR
+
+``--text`` may repeat; ``--limit N`` reads at most N lines of each. Errors print one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from embres.vocab import build
+
+
+class CliError(Exception):
+    """A bad command-line value; printed as one line."""
+
+
+def load_tokenizer(name: str):
+    """A fast tokenizer from a directory with tokenizer files or a model name embres knows."""
+    from transformers import AutoTokenizer
+
+    path = Path(name).expanduser()
+    if not (path.is_dir() and (path / "tokenizer.json").exists()):
+        from embres.models import UnknownModelError, resolve
+
+        try:
+            path = resolve(name, allow_download=False)
+        except UnknownModelError as e:
+            raise CliError(f"--tokenizer {name!r}: {e}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as e:  # missing or unreadable tokenizer files
+        raise CliError(f"--tokenizer {name!r}: cannot load a tokenizer from {path}: {e}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise CliError(f"--tokenizer {name!r}: expected a fast (tokenizer.json) tokenizer")
+    return tokenizer
+
+
+def read_lines(files: list[str], limit: int | None) -> list[str]:
+    """Non-empty lines of each file (at most ``limit`` per file)."""
+    lines: list[str] = []
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise CliError(f"--text {name!r}: no such file")
+        with path.open(encoding="utf-8") as f:
+            taken = [line.rstrip("\n") for line in f if line.strip()]
+        lines += taken[:limit] if limit is not None else taken
+    return lines
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def stats(args) -> None:
+    texts = read_lines(args.text, args.limit)
+    rows = []
+    for name in args.tokenizer:
+        fert = build.fertility(load_tokenizer(name), texts)
+        size = fert["vocab_size"]
+        rows.append(
+            (
+                name,
+                str(size),
+                f"{fert['tokens_per_word']:.3f}",
+                f"{100 * fert['unk_rate']:.3f}%",
+                _mb(build.table_bytes(size, args.dim, "float32")),
+                _mb(build.table_bytes(size, args.dim, "int8")),
+            )
+        )
+    header = ("tokenizer", "vocab", "tokens/word", "unk", f"table f32 d={args.dim}", "table int8")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print(f"{len(texts)} lines, {fert['words']} words")
+    for row in [header, *rows]:
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+
+
+def train(args) -> None:
+    texts = read_lines(args.text, args.limit)
+    tok = build.train_tokenizer(texts, model=args.model, vocab_size=args.vocab_size, lang=args.lang)
+    tok.save_pretrained(args.out)
+    print(f"{args.model} vocabulary of {len(tok)} tokens -> {args.out}")
+
+
+def bilingual(args) -> None:
+    teacher = load_tokenizer(args.teacher)
+    english = read_lines(args.english, args.limit) if args.english else None
+    tok, info = build.extend_tokenizer(
+        teacher,
+        read_lines(args.text, args.limit),
+        vocab_size=args.vocab_size,
+        lang=args.lang,
+        english_texts=english,
+        english_guard=args.guard,
+    )
+    tok.save_pretrained(args.out)
+    print(" ".join(f"{k}={v}" for k, v in info.items()), f"-> {args.out}")
+
+
+def trim(args) -> None:
+    tok, kept_ids = build.trim_tokenizer(
+        load_tokenizer(args.tokenizer), read_lines(args.text, args.limit), min_count=args.min_count
+    )
+    tok.save_pretrained(args.out)
+    np.save(Path(args.out) / "kept_ids.npy", kept_ids)
+    print(
+        f"kept {len(kept_ids)} tokens -> {args.out} (kept_ids.npy: new id i = old id kept_ids[i])"
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m embres.vocab", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(s, text_required=True):
+        s.add_argument("--text", action="append", required=text_required, help="a text file")
+        s.add_argument("--limit", type=int, default=None, help="lines per file")
+
+    s = sub.add_parser("stats", help="vocabulary size, fertility, unk rate, table bytes")
+    s.add_argument("--tokenizer", action="append", required=True)
+    s.add_argument("--dim", type=int, default=384)
+    common(s)
+    s.set_defaults(run=stats)
+    s = sub.add_parser("train", help="train a language's tokenizer")
+    common(s)
+    s.add_argument("--out", required=True)
+    s.add_argument("--lang", default="tr")
+    s.add_argument("--model", default="wordpiece", choices=build.MODELS)
+    s.add_argument("--vocab-size", type=int, default=16000)
+    s.set_defaults(run=train)
+    s = sub.add_parser("bilingual", help="extend a BERT teacher's vocabulary with a language")
+    s.add_argument("--teacher", default="all-MiniLM-L6-v2")
+    common(s)
+    s.add_argument("--english", action="append", default=None, help="English text to protect")
+    s.add_argument("--out", required=True)
+    s.add_argument("--lang", default="tr")
+    s.add_argument("--vocab-size", type=int, default=16000)
+    s.add_argument("--guard", default="seen", choices=build.ENGLISH_GUARDS)
+    s.set_defaults(run=bilingual)
+    s = sub.add_parser("trim", help="drop tokens the text never uses")
+    s.add_argument("--tokenizer", required=True)
+    common(s)
+    s.add_argument("--out", required=True)
+    s.add_argument("--min-count", type=int, default=1)
+    s.set_defaults(run=trim)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (CliError, ValueError, NotImplementedError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
