@@ -166,6 +166,9 @@ def cross_lingual_training(
     c.objective.vocab = "target"
     c.objective.tokenizer = ""
     c.objective.vocab_model = "wordpiece"  # or "unigram"
+    # bilingual: "seen" drops new tokens that change a seen English word's pieces; "letters"
+    # keeps only new tokens holding the language's own letters (English ids exact, more pieces)
+    c.objective.english_guard = "seen"
     c.objective.vocab_size = 16_000
     c.objective.vocab_text = data_path(f"text/{lang}.txt")  # plus the pairs' target side
     c.objective.init = "fvt"  # random | fvt | teacher | dictionary

@@ -105,6 +105,7 @@ def build_tokenizer(
         "files": [_file_key(p) for p in files],
         "target_texts": hashlib.sha256("\n".join(target_texts).encode()).hexdigest(),
         "teacher": tokenizer_hash(teacher_tokenizer),
+        "guard": obj.get("english_guard", "seen"),
     }
     key_file = directory / "embres_vocab.json"
     if key_file.exists() and json.loads(key_file.read_text()).get("key") == key:
@@ -130,6 +131,7 @@ def build_tokenizer(
             vocab_size=obj.vocab_size,
             lang=obj.lang,
             english_texts=source_texts,
+            english_guard=obj.get("english_guard", "seen"),
         )
     elif kind == "trimmed":
         tokenizer, kept_ids = vocab.trim_tokenizer(teacher_tokenizer, texts + list(source_texts))

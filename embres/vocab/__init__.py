@@ -25,17 +25,31 @@ from embres.vocab.normalizers import (
     bilingual_normalizer,
     language_normalizer,
 )
+from embres.vocab.transfer import (
+    RULES,
+    dictionary_rows,
+    fvt_rows,
+    teacher_forward_rows,
+    token_strings,
+    transfer_rows,
+)
 
 __all__ = [
     "LANGUAGES",
+    "RULES",
     "SPECIAL_TOKENS",
     "Language",
     "add_words",
     "bilingual_normalizer",
+    "dictionary_rows",
     "extend_tokenizer",
     "fertility",
+    "fvt_rows",
     "language_normalizer",
     "table_bytes",
+    "teacher_forward_rows",
+    "token_strings",
     "train_tokenizer",
+    "transfer_rows",
     "trim_tokenizer",
 ]

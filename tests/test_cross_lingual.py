@@ -1,0 +1,224 @@
+"""Cross-lingual distillation and the scored-pairs second stage, on tiny models (2 steps)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from _train_utils import tiny_config
+
+from embres import objectives, train
+from embres.data.parallel import ParallelSource, read_pairs
+from embres.objectives import losses
+
+EN = [
+    "a man is playing a guitar",
+    "the cat sits on the mat",
+    "a woman is slicing an onion",
+    "two dogs run in the park",
+    "the children are playing football",
+    "a plane is taking off",
+    "the man is riding a horse",
+    "a girl is reading a book",
+]
+TR = [
+    "bir adam gitar çalıyor",
+    "kedi paspasın üzerinde oturuyor",
+    "bir kadın soğan doğruyor",
+    "iki köpek parkta koşuyor",
+    "çocuklar futbol oynuyor",
+    "bir uçak kalkıyor",
+    "adam ata biniyor",
+    "bir kız kitap okuyor",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tiny_models, tmp_path_factory):
+    """A tiny random BERT whose tokenizer is an uncased WordPiece (as the real teachers')."""
+    import shutil
+    import string
+
+    from transformers import BertTokenizerFast
+
+    words = sorted({w for text in EN for w in text.split()})
+    chars = list(string.ascii_lowercase) + ["##" + c for c in string.ascii_lowercase]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *words, "##s", "##ing"]
+    vocab = list(dict.fromkeys(vocab))  # "a" is a letter and a word: one id
+    source = tiny_models("bert", hidden_size=32, num_layers=2, vocab_size=len(vocab))
+    directory = tmp_path_factory.mktemp("wordpiece_bert") / "model"
+    shutil.copytree(source, directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        (directory / name).unlink(missing_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(str(directory / "vocab.txt"), do_lower_case=True).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def language_files(tmp_path):
+    pairs = tmp_path / "en_tr.tsv"
+    rows = [f"{e}\t{t}" for e, t in zip(EN, TR, strict=True)] * 4
+    pairs.write_text("en\ttr\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    text = tmp_path / "tr.txt"
+    text.write_text("\n".join(TR * 3) + "\n", encoding="utf-8")
+    dictionary = tmp_path / "dict.tsv"
+    dictionary.write_text("en\ttr\nman\tadam\ncat\tkedi\nbook\tkitap\n", encoding="utf-8")
+    scored = tmp_path / "scored.tsv"
+    lines = [f"{TR[i]}\t{TR[(i + k) % 8]}\t{5.0 - k}" for i in range(8) for k in range(3)]
+    scored.write_text("sentence1\tsentence2\tscore\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return {"pairs": pairs, "text": text, "dict": dictionary, "scored": scored}
+
+
+def language_config(model_dir, files, name="language_static", **overrides):
+    config = tiny_config(model_dir, name, total_steps=2)
+    config.data.source = f"pairs:{files['pairs']}"
+    config.objective.vocab_text = str(files["text"])
+    config.objective.vocab_size = 120
+    config.batch_size = 8
+    config.export = True
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "adapter,vocab,init",
+    [
+        ("static", "target", "fvt"),
+        ("hybrid", "target", "teacher"),
+        ("static", "bilingual", "dictionary"),
+    ],
+)
+def test_static_students_train_and_export(
+    tiny_bert, language_files, tmp_path, adapter, vocab, init
+):
+    from embres.export import load_student
+
+    config = language_config(
+        tiny_bert,
+        language_files,
+        **{"adapter.type": adapter, "objective.vocab": vocab, "objective.init": init},
+    )
+    config.objective.dictionary = str(language_files["dict"])
+    out = train.train_and_evaluate(config, tmp_path / "work")
+    assert sorted(out["losses"]) == [1, 2] and all(np.isfinite(list(out["losses"].values())))
+    loaded = load_student(tmp_path / "work" / "export")
+    vectors = loaded.encode(TR[:3])
+    assert vectors.shape == (3, 16) and np.all(np.isfinite(vectors))
+    assert loaded.kind == ("static" if adapter == "static" else "hybrid")
+    # the student's tokenizer is the new one, not the teacher's
+    assert len(loaded.tokenizer) != len(
+        json.loads((tiny_bert / "tokenizer.json").read_text())["model"]["vocab"]
+    )
+
+
+def test_transfer_keeps_english_exact_and_reloads(tiny_bert, language_files, tmp_path):
+    from embres.extract import EmbeddingExtractor
+    from embres.models import load_model
+
+    config = language_config(tiny_bert, language_files, "language_transfer")
+    config.optimizer.learning_rate = 0.05  # large, so a leak into the teacher's rows would show
+    out = train.train_and_evaluate(config, tmp_path / "work")
+    assert out["losses"][2] != out["losses"][1]
+    teacher = load_model(tiny_bert)
+    student = load_model(tmp_path / "work" / "export")
+    rows = teacher.config.vocab_size
+    assert student.config.vocab_size > rows  # bilingual: the teacher's rows plus new ones
+    table = np.asarray(student.embedding_table())
+    np.testing.assert_array_equal(table[:rows], np.asarray(teacher.embedding_table()))
+    trained = np.asarray(out["params"]["table"])[rows : student.config.vocab_size]
+    np.testing.assert_allclose(table[rows:], trained, atol=1e-6)
+    # English through the bilingual tokenizer: the same ids, hence exactly the teacher's vectors
+    english = [EN[0], EN[3]]
+    assert student.tokenizer(english)["input_ids"] == teacher.tokenizer(english)["input_ids"]
+    np.testing.assert_allclose(
+        EmbeddingExtractor(student).extract_embeddings(english, progress=False),
+        EmbeddingExtractor(teacher).extract_embeddings(english, progress=False),
+        atol=1e-6,
+    )
+
+
+def test_sts_finetune_second_stage(tiny_bert, language_files, tmp_path):
+    first = language_config(tiny_bert, language_files)
+    train.train_and_evaluate(first, tmp_path / "first")
+    config = tiny_config(tiny_bert, "language_finetune", total_steps=2)
+    config.objective.init_from = str(tmp_path / "first")
+    config.data.source = f"pairs:{language_files['scored']}"
+    config.batch_size = 8
+    config.export = True
+    out = train.train_and_evaluate(config, tmp_path / "second")
+    assert sorted(out["losses"]) == [1, 2]
+    meta = json.loads((tmp_path / "second" / "export" / "embres_static.json").read_text())
+    assert meta["objective"] == "sts_finetune" and meta["vocab"] == "target"
+
+
+def test_cosent_orders_pairs_by_score():
+    scores = np.array([5.0, 3.0, 1.0], np.float32)
+    right = losses.cosent_loss(np.array([0.9, 0.5, 0.1], np.float32), scores)
+    wrong = losses.cosent_loss(np.array([0.1, 0.5, 0.9], np.float32), scores)
+    assert float(right) < 0.01 < float(wrong)
+    # by hand: one ordered pair (5 > 1) with cosines 0.2 and 0.3 -> log(1 + e^(20 * 0.1))
+    value = losses.cosent_loss(np.array([0.2, 0.3], np.float32), np.array([5.0, 1.0], np.float32))
+    assert float(value) == pytest.approx(np.log1p(np.exp(2.0)), rel=1e-5)
+
+
+def test_parallel_source_weights_buckets_and_resume(tiny_bert, language_files):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    pairs, names = read_pairs(language_files["pairs"], "en,tr")
+    assert names == ["en", "tr"] and pairs[0] == (EN[0], TR[0])
+    targets = np.arange(len(pairs) * 4, dtype=np.float32).reshape(len(pairs), 4)
+    weights = np.linspace(0.1, 1.0, len(pairs)).astype(np.float32)
+
+    def make():
+        return ParallelSource(
+            tokenizer, [t for _, t in pairs], [s for s, _ in pairs], targets, weights,
+            batch_size=6, max_length=64, pad_id=0, add_special_tokens=True, seed=3,
+        )  # fmt: skip
+
+    source = make()
+    first = source.next_batch()
+    assert first["ids"].shape[1] in (16, 24, 32)  # a length bucket, not max_length
+    index = {tuple(t): i for i, t in enumerate(targets.tolist())}
+    rows = [index[tuple(t)] for t in first["targets"].tolist()]
+    np.testing.assert_allclose(first["weight"], weights[rows])
+    state = source.get_state()
+    expected = [source.next_batch() for _ in range(7)]  # crosses an epoch boundary
+    resumed = make()
+    resumed.set_state(state)
+    for want in expected:
+        got = resumed.next_batch()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+    with pytest.raises(ValueError, match="another kind of data source"):
+        resumed.set_state({"epoch": 0, "offset": 10, "line": 2})
+
+
+def test_bad_settings_fail_before_anything_runs(tiny_bert, language_files, tmp_path):
+    cases = [
+        ({"objective.vocab": "klingon"}, "config.objective.vocab='klingon'"),
+        ({"objective.init": "magic"}, "config.objective.init='magic'"),
+        ({"objective.student": "transfer"}, "cannot train adapter 'static'"),
+        ({"data.source": "vocab"}, "trains on translation pairs"),
+        ({"objective.english_weight": -1.0}, "english_weight=-1.0"),
+    ]
+    for overrides, message in cases:
+        config = language_config(tiny_bert, language_files, **overrides)
+        with pytest.raises(ValueError, match=message):
+            train.train_and_evaluate(config, tmp_path / "never")
+        assert not (tmp_path / "never" / "checkpoints").exists()
+    config = language_config(
+        tiny_bert, language_files, "language_transfer", **{"objective.init": "teacher"}
+    )
+    with pytest.raises(ValueError, match="output space"):
+        train.train_and_evaluate(config, tmp_path / "never")
+    assert objectives.get("cross_lingual").NAME == "cross_lingual"
+    assert jax.device_count() >= 1
