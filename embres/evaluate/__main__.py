@@ -8,6 +8,10 @@ Examples::
         --tasks sts,probe,retrieval,speed,memory --out runs/side_by_side
     python -m embres.evaluate --model runs/static256 --model int8:runs/static256 \\
         --tasks sts,memory --out runs/int8_cost     # a static export, float32 vs int8 table
+    python -m embres.evaluate --model all-MiniLM-L6-v2 --tasks sts,probe,bitext \\
+        --out runs/turkish      # STS-B + STSb-TR dev, Turkish sentiment probe, EN<->TR R@1
+    python -m embres.evaluate --model all-MiniLM-L6-v2 --tasks bitext \\
+        --bitext-dataset pairs:parallel/en_tr_pud.tsv     # human-translated PUD pairs
     python -m embres.evaluate --compare runs/teacher runs/side_by_side --out runs/compare
 
 Data comes from ``--data-dir`` or ``$EMBRES_DATA_DIR``; a task whose data is absent is
@@ -56,7 +60,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--data-dir", help="folder with stsb/, stsb_tr/, sick/, ... (default $EMBRES_DATA_DIR)"
     )
-    p.add_argument("--split", default="dev", help="split of sts and retrieval data")
+    p.add_argument(
+        "--split",
+        default="dev",
+        help="split of sts, retrieval and bitext data (dev: the one to report)",
+    )
     p.add_argument(
         "--sts-datasets",
         default="stsb,stsb_tr,sick",
@@ -69,6 +77,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--probe-max-train", type=int, help="fit the probe on at most this many rows")
     p.add_argument("--retrieval-dataset", default="stsb", help="an STS dataset or pairs:<path>")
+    p.add_argument(
+        "--bitext-dataset",
+        default="stsb",
+        help="stsb (STS-B <-> STSb-TR, row by row) or pairs:<two-column TSV with a header>, "
+        "a path or one under the data dir",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--dtype", default="float32", help="compute dtype of embres models")
     p.add_argument("--limit", type=int, help="use the first N pairs/rows of each dataset (quick)")
@@ -105,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "probe_dataset": args.probe_dataset,
             "probe_max_train": args.probe_max_train,
             "retrieval_dataset": args.retrieval_dataset,
+            "bitext_dataset": args.bitext_dataset,
             "batch_size": args.batch_size,
             "dtype": args.dtype,
             "limit": args.limit,

@@ -14,6 +14,7 @@ TASKS = {
     "sts": "embres.evaluate.sts:STSEvaluator",
     "probe": "embres.evaluate.probe:ProbeEvaluator",
     "retrieval": "embres.evaluate.retrieval:RetrievalEvaluator",
+    "bitext": "embres.evaluate.bitext:BitextEvaluator",
     "speed": "embres.evaluate.speed:SpeedEvaluator",
     "memory": "embres.evaluate.memory:MemoryEvaluator",
 }
@@ -30,6 +31,12 @@ TASK_OPTIONS = {
     },
     "retrieval": {
         "dataset": "retrieval_dataset",
+        "split": "split",
+        "data_dir": "data_dir",
+        "limit": "limit",
+    },
+    "bitext": {
+        "dataset": "bitext_dataset",
         "split": "split",
         "data_dir": "data_dir",
         "limit": "limit",

@@ -4,6 +4,9 @@ A training config names its evaluations, each a task with the task's own options
 
     config.evals = {
         "sts": {"task": "sts", "every_steps": 1000, "datasets": "stsb,sick,stsb_tr"},
+        "probe": {"task": "probe", "every_steps": 1000},   # tr_movie_sentiment by default
+        "bitext": {"task": "bitext", "every_steps": 1000},  # STS-B <-> STSb-TR dev, R@1
+        "pud": {"task": "bitext", "dataset": "pairs:parallel/en_tr_pud.tsv"},
         "fidelity": {"task": "fidelity", "every_steps": 500},
         "speed": {"task": "speed"},               # every_steps 0 (default): at the end only
         "memory": {"task": "memory"},
@@ -19,14 +22,20 @@ and the trainer calls, at each step and once at the end::
 The teacher never changes during a run, so each of its results is computed once per process
 and reused (see :func:`clear_teacher_cache`): the cache is keyed by the eval's name and
 options, the teacher (its info's ``path``, else its embed_fn) and the held-out texts, so a
-second run in the same process with another teacher or other texts is not served stale values. ``fidelity`` compares each model with the
-teacher on the held-out texts; ``speed`` times the held-out texts unless its spec names
-``texts`` or ``data_dir``; ``memory`` and ``speed`` read ``params``, ``table``, ``factors``,
-``disk_bytes``, ``count_tokens`` and ``device`` from each model's info.
+second run in the same process with another teacher or other texts is not served stale
+values. ``fidelity`` compares each model with the teacher on the held-out texts; ``speed``
+times the held-out texts unless its spec names ``texts`` or ``data_dir``; ``memory`` and
+``speed`` read ``params``, ``table``, ``factors``, ``disk_bytes``, ``count_tokens`` and
+``device`` from each model's info. The other options of a spec are the task's constructor
+arguments (``dataset``, ``split``, ``limit``, ...; :data:`~embres.evaluate.tasks.TASK_OPTIONS`
+maps them to the command-line flags); a name the task does not take fails at the first call,
+due or not. ``bitext`` and ``probe`` read their data like the other tasks (``data_dir``, else
+``$EMBRES_DATA_DIR``) and are skipped with a reason when it is absent.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -65,7 +74,21 @@ def spec_options(name: str, spec: Any) -> tuple[str, int, dict[str, Any]]:
     if not isinstance(every, int) or every < 0:
         raise ValueError(f"eval {name!r}: every_steps={every!r}; expected an integer >= 0")
     options = {k: v for k, v in spec.items() if k not in RESERVED and v is not None}
+    check_options(task, options)
     return task, every, options
+
+
+def check_options(task: str, options: Mapping[str, Any]) -> None:
+    """Raises ValueError naming the task and the options its evaluator does not take."""
+    params = inspect.signature(evaluator_class(task, TRAINING_TASKS)).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ValueError(
+            f"task {task!r} with options {sorted(options)}: {unknown} not among its options "
+            f"{sorted(params)}"
+        )
 
 
 def is_due(every_steps: int, step: int, final: bool) -> bool:
