@@ -73,6 +73,7 @@ class ModelAdapter:
         self.tokenizer = teacher.tokenizer
         self.embedder = StaticEmbedder(result.table, teacher.tokenizer, normalize=normalize)
         self.teacher = teacher
+        self._distillation = result  # the rule new words' rows are made by (add_words)
 
     @property
     def table(self) -> np.ndarray:
@@ -82,6 +83,47 @@ class ModelAdapter:
     def adapt(self, texts, dims: int | None = None) -> np.ndarray:
         """Sentence vectors, numpy [n, target_dim] (or [n, dims] for a truncated table)."""
         return self.embedder.encode(texts, dims=dims)
+
+    def add_words(self, words, rows: np.ndarray | None = None) -> np.ndarray:
+        """Makes each word one token of this model, its row made on the fly by the same rule.
+
+        Before training (a freshly distilled adapter, teacher at hand) the rule is
+        vocabulary distillation's: the teacher's vector of the word on its own, centred and
+        projected on the table's PCA basis, with the SIF weight of a token never seen (the
+        rarest weight). After ``fit`` or ``load`` the teacher and basis are gone, and the rule
+        is Fast Vocabulary Transfer over this table: the mean of the rows of the pieces the
+        word was split into. Texts without the new words embed exactly as before.
+
+        Args:
+          words: the words to add (each becomes one token).
+          rows: optional [len(words), target_dim] rows to use instead of the rule.
+
+        Returns:
+          int64 token ids, one per word.
+        """
+        from embres import tokenize
+
+        words = tokenize.check_texts(words)
+        distilled = getattr(self, "_distillation", None)
+        # Distillation pooled one layer (or the mean of all): a single layer is what the
+        # extractor gives; the layer mean falls back to FVT.
+        if rows is None and distilled is not None and isinstance(self.layer, int):
+            from embres.extract import EmbeddingExtractor
+            from embres.vocab import teacher_forward_rows
+
+            extractor = EmbeddingExtractor(self.teacher)
+
+            def embed(texts):
+                return extractor.extract_embeddings(
+                    texts, layer=self.layer, pooling="mean", normalize=False
+                )
+
+            raw = teacher_forward_rows(words, embed)
+            weight = float(np.max(distilled.weights))
+            rows = ((raw - distilled.mean) @ distilled.components.T) * weight
+        ids = self.embedder.add_words(words, rows)
+        self.tokenizer = self.embedder.tokenizer
+        return ids
 
     def fit(self, config_or_overrides: Any = None, workdir: str | os.PathLike | None = None):
         """Trains this static student against its teacher with ``embres.train``.
@@ -124,6 +166,8 @@ class ModelAdapter:
         train_and_evaluate(config, workdir)
         trained = ModelAdapter.load(workdir / "export")
         self.embedder = trained.embedder
+        self.tokenizer = trained.tokenizer
+        self._distillation = None  # trained rows: new words get FVT over the trained table
         return self
 
     def save(
@@ -183,6 +227,7 @@ class ModelAdapter:
             "embedder": embedder,
             "teacher": None,
             "corpus": None,
+            "_distillation": None,
         }
         return cls(_state=state)
 

@@ -222,3 +222,30 @@ def test_bad_settings_fail_before_anything_runs(tiny_bert, language_files, tmp_p
         train.train_and_evaluate(config, tmp_path / "never")
     assert objectives.get("cross_lingual").NAME == "cross_lingual"
     assert jax.device_count() >= 1
+
+
+def test_model_adapter_adds_words_by_the_distillation_rule(tiny_bert, tmp_path):
+    from embres import ModelAdapter
+    from embres.extract import EmbeddingExtractor
+
+    adapter = ModelAdapter(source_model=str(tiny_bert), target_dim=8)
+    others = [EN[1], EN[4]]
+    before = adapter.adapt(others)
+    (new_id,) = adapter.add_words(["guitarist"])
+    assert adapter.tokenizer("guitarist", add_special_tokens=False)["input_ids"] == [new_id]
+    np.testing.assert_allclose(adapter.adapt(others), before, atol=1e-6)  # nothing else moves
+    # the row is the teacher's vector of the word, on the distillation's basis and weight
+    raw = EmbeddingExtractor(adapter.teacher).extract_embeddings(
+        ["guitarist"], pooling="mean", normalize=False
+    )
+    d = adapter._distillation
+    want = ((raw - d.mean) @ d.components.T) * d.weights.max()
+    np.testing.assert_allclose(adapter.table[new_id], want[0], rtol=1e-4, atol=1e-6)
+    # saved and loaded, the word stays one token with its row
+    adapter.save(tmp_path / "m")
+    loaded = ModelAdapter.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.adapt(["guitarist"]), adapter.adapt(["guitarist"]), atol=1e-6)
+    # after load (no teacher): FVT over the table, the mean of the word's pieces' rows
+    pieces = loaded.tokenizer("playings", add_special_tokens=False)["input_ids"]
+    (fvt_id,) = loaded.add_words(["playings"])
+    np.testing.assert_allclose(loaded.table[fvt_id], loaded.table[pieces].mean(0), atol=1e-6)
