@@ -250,6 +250,35 @@ def test_training_evals_run_bitext_probe_and_stsb_tr(tiny_data):
         run_training_evals(typo, models, step=1, final=False, heldout_texts=[])
 
 
+def test_teacher_results_kept_on_disk_only_when_asked(tiny_data, tmp_path, monkeypatch):
+    model_dir = tmp_path / "teacher"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"x")
+    calls = []
+
+    def counted(texts):
+        calls.append(len(texts))
+        return key_embed(texts)
+
+    evals = {"bitext": {"task": "bitext", "data_dir": str(tiny_data)}}
+
+    def run():
+        clear_teacher_cache()
+        models = {"teacher": (counted, {"path": str(model_dir)})}
+        return run_training_evals(evals, models, step=1, final=True, heldout_texts=[], log=None)
+
+    first = run()
+    once = len(calls)
+    assert once and run() == first and len(calls) == 2 * once  # no env: recomputed
+    monkeypatch.setenv("EMBRES_TEACHER_EVAL_CACHE", str(tmp_path / "cache"))
+    calls.clear()
+    assert run() == first and calls  # computed once, then stored
+    calls.clear()
+    assert run() == first and not calls  # read back, the teacher never ran
+    (model_dir / "model.safetensors").write_bytes(b"changed weights")
+    assert run() == first and calls  # another teacher file: recomputed
+
+
 # --- plots
 
 

@@ -142,6 +142,63 @@ def build_training_evaluator(
         raise ValueError(f"task {task!r} with options {sorted(options)}: {e}") from e
 
 
+# Tasks whose teacher results depend only on the teacher, the options and the data folder
+# (not on held-out texts or on the machine's speed): these may be kept on disk.
+DISK_CACHEABLE = ("sts", "bitext", "probe", "retrieval")
+CACHE_ENV = "EMBRES_TEACHER_EVAL_CACHE"
+
+
+def _disk_path(task: str, options: Mapping[str, Any], info: Mapping[str, Any]):
+    """Where the teacher's results of this eval live on disk, or None (no cache asked/possible).
+
+    Only with ``$EMBRES_TEACHER_EVAL_CACHE`` set (e.g. by a benchmark running many students
+    of one teacher) and a teacher whose info names its ``path``; the key holds the weight
+    files' sizes and times and the data folder, so a changed teacher or data is recomputed.
+    """
+    import hashlib
+    import json
+    import os
+    from pathlib import Path
+
+    folder = os.environ.get(CACHE_ENV)
+    if not folder or task not in DISK_CACHEABLE or not info.get("path"):
+        return None
+    model_dir = Path(info["path"])
+    files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in model_dir.glob("*"))
+    key = {
+        "task": task,
+        "options": {k: repr(v) for k, v in sorted(options.items())},
+        "teacher": str(model_dir.resolve()),
+        "files": files,
+        "data": os.environ.get("EMBRES_DATA_DIR", ""),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return Path(folder) / f"teacher-{task}-{digest}.json"
+
+
+def _read_disk(path) -> dict[str, Any] | None:
+    import json
+
+    if path is None or not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # a damaged cache entry is recomputed, never trusted
+
+
+def _write_disk(path, metrics: Mapping[str, Any]) -> None:
+    import json
+    import os
+
+    if path is None or not metrics or numeric(metrics).keys() != metrics.keys():
+        return  # Skipped results (missing data) are not kept
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps({k: float(v) for k, v in metrics.items()}))
+    os.replace(partial, path)
+
+
 def run_training_evals(
     evals: Mapping[str, Any],
     models: Mapping[str, Model],
@@ -190,10 +247,17 @@ def run_training_evals(
                 if key in _TEACHER_RESULTS:
                     results[model_name].update(_TEACHER_RESULTS[key])
                     continue
+                disk = _disk_path(task, options, info)
+                stored = _read_disk(disk)
+                if stored is not None:
+                    _TEACHER_RESULTS[key] = stored
+                    results[model_name].update(stored)
+                    continue
             evaluator = build_training_evaluator(task, options, info, heldout_texts, teacher)
             metrics = dict(evaluator.run(embed_fn))
             if key is not None:
                 _TEACHER_RESULTS[key] = metrics
+                _write_disk(_disk_path(task, options, info), metrics)
             results[model_name].update(metrics)
             if log is not None:
                 for metric, value in metrics.items():

@@ -60,6 +60,7 @@ def teacher(model: Any, batch_size: int):
         "table_bytes": table_bytes,
         "total_bytes": adapters.param_bytes(model.params),
         "params": model.params,
+        "path": str(model.path),  # identifies the teacher to the evaluators' caches
     }
     return extractor_fn(model, batch_size), info
 
