@@ -242,25 +242,26 @@ def prepare(
         process_count=process_count,
     )
 
-    # --- The loss.
+    # --- The loss. A bilingual transfer with frozen teacher rows trains only the new rows:
+    # the teacher's rows sit in `frozen`, so neither the gradient nor Adam touches them.
     teacher_rows = len(host.tokenizer)
     freeze = transfer and obj.get("freeze_teacher_rows", True) and obj.vocab == "bilingual"
-    trainable = np.ones(vocab_size, bool)
-    if freeze:
-        trainable[:teacher_rows] = False
+    base_rows = rows[:teacher_rows] if freeze else rows[:0]
+    trained_rows = rows[len(base_rows) :]
     dims = matryoshka_dims(obj.get("matryoshka_dims", ""), rows.shape[1])
     kind, temperature = obj.get("loss", "cosine"), obj.get("temperature", 0.05)
     english_weight = float(obj.get("english_weight", 1.0))
     contrastive_weight = float(obj.get("contrastive_weight", 0.0))
-    frozen = {"rows": rows, "trainable": trainable.astype(np.float32)}
+    frozen = {"rows": rows}
     if transfer:
         frozen["teacher"] = host.params
+        frozen["base_rows"] = base_rows
 
     def embed(params, frozen, ids, mask):
         if transfer:
-            table = params["table"]
-            keep = jnp.pad(frozen["trainable"], (0, table.shape[0] - frozen["trainable"].shape[0]))
-            table = jnp.where(keep[:, None] > 0, table, jax.lax.stop_gradient(table))
+            # the whole table: frozen teacher rows, then the trained rows (padding cut off)
+            trained = params["table"][: len(trained_rows)]
+            table = jnp.concatenate([frozen["base_rows"], trained], axis=0)
             out = host.apply(
                 frozen["teacher"], ids, mask, inputs_embeds=jnp.take(table, ids, axis=0)
             )
@@ -290,7 +291,9 @@ def prepare(
         table = adapter.materialize(params, rows)
         if table is None:
             return None
-        table = np.array(table, np.float32)[:vocab_size]
+        table = np.array(table, np.float32)[: len(trained_rows)]
+        if transfer:
+            return np.concatenate([base_rows, table])
         if not transfer and unk is not None:
             table[unk] = 0.0  # [UNK] adds nothing, as in training
         return table
@@ -300,7 +303,7 @@ def prepare(
         from embres.static import AdapterEmbedder, StaticEmbedder
 
         table = served_table(params)
-        size = adapter.table_bytes(params, rows.shape)
+        size = int(table.nbytes) if table is not None else adapter.table_bytes(params, rows.shape)
         if transfer:
             served = transfer_model(host, tokenizer, table)
             info = {
@@ -352,7 +355,7 @@ def prepare(
         )
 
     return Plan(
-        init_table=rows,
+        init_table=trained_rows,
         init_weights=init_weights,
         frozen=frozen,
         source=source,
@@ -362,11 +365,12 @@ def prepare(
             "objective": NAME,
             "student": student_kind,
             "tokenizer_sha256": language.tokenizer_hash(tokenizer),
+            "frozen_teacher_rows": len(base_rows),
             "targets": key,
             "init": obj.init,
         },
         student=student,
         teacher=lambda: common.teacher(host, config.eval.batch_size),
         export=export,
-        vocab_size=vocab_size,
+        vocab_size=len(trained_rows),
     )
