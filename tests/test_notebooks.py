@@ -14,6 +14,7 @@ EXPECTED = [
     "02_compress_a_table.ipynb",
     "03_static_student.ipynb",
     "04_scaling.ipynb",
+    "05_language.ipynb",
 ]
 
 
