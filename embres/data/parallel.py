@@ -133,6 +133,11 @@ class ParallelSource:
         fallback = tokenize.fallback_token_id(tokenizer)
         return [np.asarray(r if r else [fallback], np.int32) for r in ids["input_ids"]]
 
+    @property
+    def compiled_shapes(self) -> int:
+        """How many batch shapes (length buckets) the step may be compiled for."""
+        return len(self._lengths)
+
     def __len__(self) -> int:
         return len(self._a)
 

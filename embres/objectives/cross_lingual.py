@@ -114,6 +114,19 @@ def _teacher_targets(host: Any, texts: list[str], cache_dir: Path, key: dict, ba
     return targets
 
 
+def _cached_rows(path: Path, compute, log) -> np.ndarray:
+    """``compute()`` once into ``path`` (atomic), read back on later calls."""
+    if path.exists():
+        return np.load(path)
+    log(f"computing {path.name} once (cached in {path.parent})")
+    rows = np.asarray(compute(), np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}.npy")
+    np.save(partial, rows)
+    os.replace(partial, path)
+    return rows
+
+
 def transfer_model(host: Any, tokenizer: Any, table: Any) -> Any:
     """The teacher reading ``table`` through ``tokenizer``: a ``LoadedModel`` of that vocabulary."""
     rows = int(table.shape[0])
@@ -198,7 +211,16 @@ def prepare(
     if transfer:
         source_table = np.asarray(host.embedding_table(), np.float32)
     else:
-        source_table = teacher_token_rows(host, layer=obj.get("teacher_layer", -1))
+        # Vocabulary distillation of the teacher (each token through it on its own), shared by
+        # every run with the same cache folder: the same rows whatever the student's vocabulary.
+        layer = obj.get("teacher_layer", -1)
+        rows_key = {"teacher": str(host.path), "layer": layer, "dtype": str(config.dtype)}
+        digest = hashlib.sha256(json.dumps(rows_key, sort_keys=True).encode()).hexdigest()[:16]
+        source_table = _cached_rows(
+            cache_dir / f"teacher_token_rows-{digest}.npy",
+            lambda: teacher_token_rows(host, layer=layer),
+            log,
+        )
     raw = language.initial_rows(
         obj.init,
         tokenizer,
