@@ -7,7 +7,8 @@ Every row is a command a user runs (printed before it runs), in its own workdir 
 ``--root``; rows that start from another row's export (the second stage) run after it. The
 teacher's vectors of the parallel sentences are shared through one cache folder
 (``--config.data.cache_dir``), so only the first row pays for them; the wall time of each
-row is the whole command. The numbers are the run's own end-of-training evaluations
+row is the whole command (the teacher's own evaluations, the same in every row, are kept in
+``<root>/teacher_evals`` after the first: ``EMBRES_TEACHER_EVAL_CACHE``). The numbers are the run's own end-of-training evaluations
 (``summary`` lines of its ``metrics.jsonl``; dev splits): STSb-TR dev, STS-B dev, SICK
 trial (Spearman x100), bitext recall@1 TR->EN / EN->TR on STS-B dev <-> STSb-TR dev, the
 Turkish sentiment probe's accuracy, and the table's bytes. A row whose workdir already
@@ -135,7 +136,9 @@ def main() -> int:
             cmd = command(name, root)
             print("$", " ".join(cmd), flush=True)
             start = time.perf_counter()
-            subprocess.run(cmd, check=True, env=os.environ)
+            # the teacher's own scores are the same in every row: computed once, kept on disk
+            env = {"EMBRES_TEACHER_EVAL_CACHE": str(root / "teacher_evals"), **os.environ}
+            subprocess.run(cmd, check=True, env=env)
             results[name] = {"seconds": round(time.perf_counter() - start, 1)}
             done = summaries(workdir)
         entry = results.setdefault(name, {})

@@ -21,7 +21,7 @@ from embres import configlib
 def get_config(arg: str | None = None):
     """Config for ``configs/language_static.py[:runlocal,lang=tr,vocab=V,init=I,adapter=A]``."""
     arg = configlib.parse_arg(
-        arg, runlocal=False, lang="tr", vocab="target", init="fvt", adapter="static", target_dim=0
+        arg, runlocal=False, lang="tr", vocab="bilingual", init="fvt", adapter="static", target_dim=0
     )
     c = configlib.base_config()
     c.adapter = configlib.section()
