@@ -158,7 +158,7 @@ def test_sts_finetune_second_stage(tiny_bert, language_files, tmp_path):
     out = train.train_and_evaluate(config, tmp_path / "second")
     assert sorted(out["losses"]) == [1, 2]
     meta = json.loads((tmp_path / "second" / "export" / "embres_static.json").read_text())
-    assert meta["objective"] == "sts_finetune" and meta["vocab"] == "target"
+    assert meta["objective"] == "sts_finetune" and meta["vocab"] == first.objective.vocab
 
 
 def test_cosent_orders_pairs_by_score():
@@ -202,6 +202,19 @@ def test_parallel_source_weights_buckets_and_resume(tiny_bert, language_files):
             np.testing.assert_array_equal(got[key], want[key])
     with pytest.raises(ValueError, match="another kind of data source"):
         resumed.set_state({"epoch": 0, "offset": 10, "line": 2})
+
+
+def test_language_configs_default_to_real_data_and_runlocal_shrinks():
+    from _train_utils import load_config_module
+
+    for name in ("language_static", "language_transfer", "language_finetune"):
+        module = load_config_module(name)
+        full, small = module.get_config(), module.get_config("runlocal")
+        assert full.total_steps > small.total_steps and full.model == "all-MiniLM-L6-v2"
+        assert full.data.source.startswith("pairs:") and "stsb" in full.data.source
+    static = load_config_module("language_static").get_config("lang=de")
+    assert static.data.source.endswith("en_de_stsb_train.tsv") and static.data.columns == "en,de"
+    assert "stsb_de" in static.evals.sts.datasets  # another language is a data change
 
 
 def test_bad_settings_fail_before_anything_runs(tiny_bert, language_files, tmp_path):
