@@ -104,7 +104,8 @@ def command(name: str, root: Path) -> list[str]:
         "embres.train",
         f"--config={config}",
         f"--workdir={root / name}",
-        f"--config.data.cache_dir={root / 'cache'}",
+        # the first stage's teacher vectors and distilled rows, shared by every such row
+        *([f"--config.data.cache_dir={root / 'cache'}"] if ROWS[name][4] is None else []),
         *flags,
     ]
 

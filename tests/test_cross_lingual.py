@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from _train_utils import tiny_config
 
-from embres import objectives, train
+from embres import adapters, objectives, train
 from embres.data.parallel import ParallelSource, read_pairs
 from embres.objectives import losses
 
@@ -202,6 +202,26 @@ def test_parallel_source_weights_buckets_and_resume(tiny_bert, language_files):
             np.testing.assert_array_equal(got[key], want[key])
     with pytest.raises(ValueError, match="another kind of data source"):
         resumed.set_state({"epoch": 0, "offset": 10, "line": 2})
+
+
+@pytest.mark.parametrize("adapter", sorted(adapters.ADAPTERS))
+def test_every_adapter_trains_or_is_refused_early(
+    tiny_bert, language_files, tmp_path, adapter, monkeypatch
+):
+    module = objectives.get("cross_lingual")
+    name = "language_transfer" if adapter == "table" else "language_static"
+    config = language_config(tiny_bert, language_files, name, **{"adapter.type": adapter})
+    if adapter not in module.ADAPTERS:
+
+        def too_late(*args, **kwargs):
+            raise AssertionError("reached the vocabulary, caching or compilation before refusing")
+
+        monkeypatch.setattr(module, "prepare", too_late)
+        with pytest.raises(ValueError, match=f"cannot train adapter '{adapter}'"):
+            train.train_and_evaluate(config, tmp_path / "work")
+        return
+    out = train.train_and_evaluate(config, tmp_path / "work")
+    assert sorted(out["losses"]) == [1, 2] and np.isfinite(list(out["losses"].values())).all()
 
 
 def test_language_configs_default_to_real_data_and_runlocal_shrinks():

@@ -44,6 +44,7 @@ from embres.objectives.static_distill import matryoshka_dims
 
 NAME = "cross_lingual"
 STUDENTS = {"static": ("static", "projection", "hybrid"), "transfer": ("table",)}
+ADAPTERS = STUDENTS["static"] + STUDENTS["transfer"]
 
 
 def check(config: Any, model: Any, adapter: Any) -> None:
