@@ -76,6 +76,8 @@ def language_config(model_dir, files, name="language_static", **overrides):
     config = tiny_config(model_dir, name, total_steps=2)
     config.data.source = f"pairs:{files['pairs']}"
     config.objective.vocab_text = str(files["text"])
+    if "dictionary" in config.objective:
+        config.objective.dictionary = ""  # the shared data's dictionary is not for tiny runs
     config.objective.vocab_size = 120
     config.batch_size = 8
     config.export = True
