@@ -140,6 +140,16 @@ def test_transfer_keeps_english_exact_and_reloads(tiny_bert, language_files, tmp
     assert trained.shape == (student.config.vocab_size - rows, 32)
     np.testing.assert_allclose(table[rows:], trained, atol=1e-6)
     # English through the bilingual tokenizer: the same ids, hence exactly the teacher's vectors
+    # the export is a Hugging Face directory with its new tokenizer: sentence-transformers
+    # reads it as embres does, Turkish included
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(tmp_path / "work" / "export"), device="cpu")
+    np.testing.assert_allclose(
+        st.encode(TR[:3], normalize_embeddings=False),
+        EmbeddingExtractor(student).extract_embeddings(TR[:3], progress=False),
+        atol=1e-5,
+    )
     english = [EN[0], EN[3]]
     assert student.tokenizer(english)["input_ids"] == teacher.tokenizer(english)["input_ids"]
     np.testing.assert_allclose(
