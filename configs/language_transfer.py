@@ -18,6 +18,11 @@ STSb-TR 52.91, STS-B 86.72, SICK trial 79.99):
 * Default (300 steps of 32 at 1e-2; 13,206 new rows trained, 30,522 frozen):
   STSb-TR dev 69.58, STS-B dev 86.73, SICK trial 79.99 (English is the teacher's: its ids and
   rows are unchanged), bitext TR->EN 0.518 / EN->TR 0.555, probe 0.750 (``bench/language.py``).
+* The default command alone on a quiet machine, fresh workdir: 630 s wall (3.1 GB peak RSS),
+  5% over the 10-minute budget. Training is 165 s of it; the teacher's and the student's
+  evaluations take about 5 minutes, most of it the sentiment probe embedding 8,511 long
+  reviews through the transformer twice (``--config.evals.probe.max_train=2000`` shortens it;
+  ``EMBRES_TEACHER_EVAL_CACHE`` keeps the teacher's results for later runs).
 * 400 steps at 1e-2: 72.06 / 86.75 / 79.99, bitext 0.572 / 0.601, probe 0.773; 620 s wall on
   a quiet machine, over the 10-minute budget, hence 300. 1,000 steps at 2e-3: 72.94.
 * Then ``configs/language_finetune.py`` (100 steps of 32): 70.06 / 86.72 / 79.99.
