@@ -178,3 +178,33 @@ def test_sharded_table_must_divide(tiny_bert):
         pytest.skip("tiny vocabulary happens to divide by 8")
     with pytest.raises(ValueError, match=rf"{vocab} rows do not divide evenly; pad them"):
         load_model(tiny_bert, table_sharding=sharding)
+
+
+def test_a_folder_without_tokenizer_files_is_refused(tmp_path, tiny_bert):
+    import shutil
+
+    folder = tmp_path / "weights_only"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):  # a common way to move a model
+        shutil.copy(tiny_bert / name, folder / name)
+    with pytest.raises(FileNotFoundError, match="no tokenizer files; expected tokenizer.json"):
+        load_model(folder)
+    assert load_model(folder, with_tokenizer=False).tokenizer is None  # weights alone: fine
+
+
+def test_a_tokenizer_larger_than_the_table_is_refused(tmp_path, tiny_models):
+    import shutil
+
+    small = tiny_models("bert", hidden_size=32, num_layers=2)
+    big = tiny_models("xlmr", hidden_size=32, num_layers=2)
+    folder = tmp_path / "mismatch"
+    shutil.copytree(small, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        (folder / name).unlink(missing_ok=True)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(big))
+    tokenizer.add_tokens([f"extra{i}" for i in range(400)])  # more ids than the bert's rows
+    tokenizer.save_pretrained(folder)
+    with pytest.raises(ValueError, match="belong to another model"):
+        load_model(folder)

@@ -114,6 +114,37 @@ class LoadedModel:
         return self.module.apply({"params": params}, input_ids, attention_mask, **kwargs)
 
 
+# Files from which transformers can build a tokenizer, each tuple one complete form.
+TOKENIZER_FORMS = (
+    ("tokenizer.json",),
+    ("vocab.txt",),
+    ("vocab.json", "merges.txt"),
+    ("sentencepiece.bpe.model",),
+    ("spiece.model",),
+    ("tokenizer.model",),
+)
+
+
+def check_tokenizer_files(path: Path) -> None:
+    """Refuses a model folder with no tokenizer files.
+
+    Without them ``AutoTokenizer`` quietly builds an empty tokenizer that maps every word to
+    one id, and every pair of sentences gets cosine 1.0: a silent wrong result. Copying only
+    ``config.json`` and ``model.safetensors`` is a common way to end up here.
+
+    Raises:
+      FileNotFoundError: naming the folder and the forms accepted.
+    """
+    if any(all((path / name).exists() for name in form) for form in TOKENIZER_FORMS):
+        return
+    forms = " or ".join("+".join(form) for form in TOKENIZER_FORMS)
+    raise FileNotFoundError(
+        f"{path} holds a model but no tokenizer files; expected {forms} next to config.json "
+        "(copy the tokenizer files with the weights, or load with with_tokenizer=False for "
+        "the weights alone)"
+    )
+
+
 def _bundled_dir(name: str) -> Path:
     package, sub = BUNDLED[name]
     spec = importlib.util.find_spec(package)
@@ -261,7 +292,14 @@ def load_model(
     if with_tokenizer:
         from transformers import AutoTokenizer
 
+        check_tokenizer_files(path)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
+        if len(tokenizer) > config.vocab_size:
+            raise ValueError(
+                f"the tokenizer in {path} has {len(tokenizer):,} tokens but the model's table "
+                f"has {config.vocab_size:,} rows: ids past the table would be looked up as "
+                "garbage; the tokenizer files belong to another model"
+            )
     max_length = min(config.max_length, st_max_len or config.max_length)
     return LoadedModel(
         name=str(name_or_path),
