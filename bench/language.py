@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+import defaults  # bench/defaults.py: the same summary lines
+
 REPO = Path(__file__).resolve().parents[1]
 STATIC = "configs/language_static.py"
 TRANSFER = "configs/language_transfer.py"
@@ -97,19 +99,8 @@ COLUMNS = (
 
 
 def summaries(workdir: Path) -> dict[str, dict]:
-    """The last ``summary`` line per model in ``metrics.jsonl`` ({} if none)."""
-    rows: dict[str, dict] = {}
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "summary" in record:
-            rows[record["summary"]] = record
-    return rows
+    """The last ``summary`` line per model in ``metrics.jsonl`` ({} if the run never ended)."""
+    return defaults.summaries(workdir) if (workdir / "metrics.jsonl").exists() else {}
 
 
 def command(name: str, root: Path) -> list[str]:

@@ -65,6 +65,21 @@ def teacher(model: Any, batch_size: int):
     return extractor_fn(model, batch_size), info
 
 
+def content_mask(tokenizer: Any, vocab_size: int) -> np.ndarray:
+    """float32 [vocab_size]: 0 at the template ids ([CLS]/[SEP]) and [UNK], 1 elsewhere.
+
+    A static student pools the text's own tokens only: the served model never sees the
+    template, and Model2Vec drops [UNK] (its served row is zero).
+    """
+    from embres import tokenize
+
+    prefix, suffix = tokenize.special_template(tokenizer)
+    dropped = [i for i in [*prefix, *suffix, tokenizer.unk_token_id] if i is not None]
+    content = np.ones(vocab_size, np.float32)
+    content[[i for i in dropped if i < vocab_size]] = 0.0
+    return content
+
+
 def refuse_pair(objective: str, adapter: str, reason: str, allowed: tuple[str, ...]) -> None:
     """Raises the one error for an objective × adapter pair that cannot train."""
     raise ValueError(

@@ -226,11 +226,8 @@ def prepare(
     # Pooled over the text's own tokens: not the template ([CLS]/[SEP]), which the served
     # model never sees, and not [UNK], which Model2Vec drops; its served row is zero, so
     # every reader's normalised mean is the same.
-    prefix, suffix = tokenize.special_template(host.tokenizer)
     unk = host.tokenizer.unk_token_id
-    dropped = [i for i in [*prefix, *suffix, unk] if i is not None and i < host.config.vocab_size]
-    content = np.ones(host.config.vocab_size, np.float32)
-    content[dropped] = 0.0
+    content = common.content_mask(host.tokenizer, host.config.vocab_size)
     obj = config.objective
     dims = matryoshka_dims(obj.get("matryoshka_dims", ""), target_dim)
     kind, temperature = obj.get("loss", "cosine"), obj.get("temperature", 0.05)

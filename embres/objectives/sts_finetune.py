@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from embres import pooling as pooling_lib
-from embres import tokenize
 from embres.objectives import Plan, common, losses
 
 NAME = "sts_finetune"
@@ -136,10 +135,7 @@ def prepare(
         )
 
     # Static: pool the text's own tokens (no template, no [UNK]), as served.
-    prefix, suffix = tokenize.special_template(tokenizer)
-    content = np.ones(vocab_size, np.float32)
-    dropped = [i for i in [*prefix, *suffix, tokenizer.unk_token_id] if i is not None]
-    content[[i for i in dropped if i < vocab_size]] = 0.0
+    content = common.content_mask(tokenizer, vocab_size)
     trainable = np.ones(vocab_size, np.float32)
     if kind == "transfer" and obj.get("freeze_teacher_rows", True):
         trainable[: int(meta.get("teacher_rows", 0))] = 0.0
