@@ -1,0 +1,90 @@
+"""How every embres command line ends a user's mistake: one line on stderr, exit code 2.
+
+A mistake the user can fix (a missing file, a typo in a config key, a bad model name, a
+malformed data line) is reported as ``<prog>: error: <message>`` on one line, with no
+traceback; ``--verbose`` on the command line or ``EMBRES_VERBOSE=1`` in the environment
+brings the traceback back. Anything else (a bug) keeps Python's traceback and exit code 1.
+
+Usage in a command's entry point::
+
+    from embres import cli
+
+    if __name__ == "__main__":
+        sys.exit(cli.run(main, prog="embres.evaluate"))
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+VERBOSE_ENV = "EMBRES_VERBOSE"
+USAGE_EXIT = 2
+
+
+class UsageError(ValueError):
+    """A mistake in what the user asked for: reported in one line, never with a traceback."""
+
+
+# What a user can cause and fix. ValueError covers embres's own messages (UnknownModelError,
+# data format errors, config checks), OSError the files named on the command line, and
+# FloatingPointError the NaN stop of a training run (its message says which step).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    OSError,
+    FloatingPointError,
+    TimeoutError,
+)
+
+
+def verbose_requested(argv: Sequence[str] | None = None) -> bool:
+    """True when ``--verbose`` is on the command line or ``$EMBRES_VERBOSE`` is set (not 0)."""
+    argv = sys.argv[1:] if argv is None else argv
+    env = os.environ.get(VERBOSE_ENV, "").strip().lower()
+    return "--verbose" in argv or env not in ("", "0", "false", "no")
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line: its lines joined by ' | ', a KeyError's quotes undone."""
+    if isinstance(error, KeyError) and len(error.args) == 1 and isinstance(error.args[0], str):
+        text = error.args[0]  # str(KeyError) repr()s its message: undo that
+    else:
+        text = str(error)
+    if (
+        isinstance(error, OSError)
+        and error.filename is not None
+        and str(error.filename) not in text
+    ):
+        text = f"{text}: {error.filename}"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " | ".join(lines) or type(error).__name__
+
+
+def fail(prog: str, message: str) -> int:
+    """Prints ``<prog>: error: <message>`` to stderr as one line; returns the usage exit code."""
+    print(f"{prog}: error: {' | '.join(message.strip().splitlines())}", file=sys.stderr, flush=True)
+    return USAGE_EXIT
+
+
+def run(
+    main: Callable[[], int | None],
+    prog: str,
+    argv: Sequence[str] | None = None,
+    user_errors: tuple[type[BaseException], ...] = USER_ERRORS,
+) -> int:
+    """Calls ``main()``; a user's mistake becomes one stderr line and exit code 2.
+
+    With ``--verbose`` in ``argv`` (default ``sys.argv[1:]``) or ``$EMBRES_VERBOSE`` set, the
+    error propagates with its traceback instead.
+    """
+    try:
+        return int(main() or 0)
+    except user_errors as e:
+        if verbose_requested(argv):
+            raise
+        fail(prog, one_line(e) + f" (for the traceback: --verbose or {VERBOSE_ENV}=1)")
+        return USAGE_EXIT
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return 130
