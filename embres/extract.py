@@ -9,14 +9,24 @@ Example::
 
 Texts longer than the model's position table (or a sentence-transformers ``max_seq_length``,
 256 for all-MiniLM-L6-v2) are truncated to that many tokens.
+
+Progress: on a terminal, ``progress=True`` shows a bar. Otherwise (a batch job, a notebook
+writing to a log) progress goes to the ``embres.extract`` logger at INFO, one line at most
+every :data:`PROGRESS_LOG_INTERVAL` seconds, e.g. ``extract_embeddings: embedded
+12,288/50,000 texts (24%), 41 s, ETA 2 min``; ``logging.basicConfig(level=logging.INFO)``
+shows it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import secrets
 import struct
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from itertools import islice
 from pathlib import Path
@@ -28,7 +38,13 @@ import numpy as np
 
 from embres import pooling as pooling_lib
 from embres import tokenize
+from embres.locking import FileLock
 from embres.models import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+# Seconds between two progress lines logged when no bar is shown; 0 logs every batch.
+PROGRESS_LOG_INTERVAL = 5.0
 
 
 class EmbeddingExtractor:
@@ -117,21 +133,30 @@ class EmbeddingExtractor:
         """Embeds texts; returns numpy [n, d] in the caller's order.
 
         Args:
-          texts: strings; empty strings are embedded, non-strings raise ``TypeError``.
+          texts: strings; empty strings are embedded, non-strings raise ``TypeError`` and
+            invalid Unicode (a lone surrogate) ``ValueError``, both naming the text's index.
           layer: 0 = input embeddings, k = output of block k, -1 = last layer.
           pooling: ``mean``, ``cls``, ``last``, ``max`` or ``none``; default: the model's
             (its sentence-transformers pooling, else mean, or last for GPT-2).
           normalize: L2-normalise; default: the model's (True for sentence-transformers
             models with a Normalize module).
-          progress: show a progress bar (only on a terminal).
+          progress: show a progress bar (only on a terminal). Without a bar, progress is
+            logged (see the module docstring).
 
         Returns:
           [n, d] float32, or for ``pooling="none"`` a pair (token vectors [n, L, d], mask [n, L])
           padded to the longest text.
         """
         depth, pooling, normalize = self._settings(layer, pooling, normalize)
-        token_ids = tokenize.encode(self.model.tokenizer, texts, self.max_length)
+        texts = tokenize.check_texts(texts)
+        with _Progress(len(texts), "extract_embeddings", bar=progress) as reporter:
+            return self._embed(texts, depth, pooling, normalize, reporter)
+
+    def _embed(self, texts, depth, pooling, normalize, reporter, first_index=0):
+        """The forward over ``texts`` (a list of str); ``first_index`` numbers them in errors."""
+        token_ids = tokenize.encode(self.model.tokenizer, texts, self.max_length, first_index)
         n = len(token_ids)
+        mask_out = None
         if pooling == "none":
             longest = max((len(t) for t in token_ids), default=0)
             out = np.zeros((n, longest, self.dim), np.float32)
@@ -141,18 +166,16 @@ class EmbeddingExtractor:
         batches = tokenize.bucketed_batches(
             token_ids, self.batch_size, self.max_length, self.pad_id
         )
-        bar = _progress(progress, total=n, desc="embedding")
         pending = None  # dispatch batch i+1 before waiting on batch i
         for indices, input_ids, mask in batches:
             result = self._forward(self.params, input_ids, mask, depth, pooling, normalize)
             if pending is not None:
-                self._store(out, mask_out if pooling == "none" else None, *pending)
-                bar.update(len(pending[0]))
+                self._store(out, mask_out, *pending)
+                reporter.update(len(pending[0]))
             pending = (indices, mask, result)
         if pending is not None:
-            self._store(out, mask_out if pooling == "none" else None, *pending)
-            bar.update(len(pending[0]))
-        bar.close()
+            self._store(out, mask_out, *pending)
+            reporter.update(len(pending[0]))
         return (out, mask_out) if pooling == "none" else out
 
     @staticmethod
@@ -183,41 +206,108 @@ class EmbeddingExtractor:
 
         Rows are written chunk by chunk (memory is bounded by ``chunk_size``); the file opens
         with ``np.load(path, mmap_mode="r")``. A JSON sidecar (``<path>.json``) records model,
-        layer, pooling, normalize, count and dim. The file appears only when complete.
+        layer, pooling, normalize, count and dim.
+
+        The file appears only when complete: rows go to a partial file of this call's own
+        (``<path>.<pid>.<random>.partial``), renamed onto ``path`` at the end and removed on
+        any error (a bad text, Ctrl-C). One call writes a path at a time: a second one, from
+        any process, raises :class:`embres.locking.LockedError` naming the first
+        (``<path>.lock``). Partial files left by a killed writer are removed by the next.
+
+        Raises:
+          TypeError: a text is not a string (named by its index in the stream), or ``texts``
+            is a single string.
+          ValueError: a text is not valid Unicode (named by its index); bad settings.
+          LockedError: another call is writing ``path``.
+          FileNotFoundError: the folder of ``path`` does not exist.
         """
         depth, pooling, normalize = self._settings(layer, pooling, normalize)
         if pooling == "none":
             raise ValueError("extract_to stores pooled vectors; pooling='none' is not supported")
+        if isinstance(texts, str):  # iterating it would embed its characters one by one
+            raise TypeError("texts must be an iterable of strings, not a single string")
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size={chunk_size} must be a positive integer")
         path = Path(path)
-        partial_path = path.with_name(path.name + ".partial")
+        if not path.parent.is_dir():  # checked first: the lock would create the folder
+            raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
         total = len(texts) if hasattr(texts, "__len__") else None
-        bar = _progress(progress, total=total, desc=f"extract_to {path.name}")
-        count, iterator = 0, iter(texts)
-        with open(partial_path, "wb") as f:
-            f.write(_npy_header(0, self.dim))
-            while chunk := list(islice(iterator, chunk_size)):
-                try:
-                    vectors = self.extract_embeddings(chunk, depth, pooling, normalize)
-                except TypeError as e:  # name the index in the whole stream, not the chunk
-                    raise TypeError(f"{e} (chunk starting at text {count})") from e
-                f.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
-                count += len(chunk)
-                bar.update(len(chunk))
-            f.seek(0)
-            f.write(_npy_header(count, self.dim))
-        bar.close()
-        os.replace(partial_path, path)
-        meta = {
-            "model": self.model.name,
-            "layer": depth,
-            "pooling": pooling,
-            "normalize": normalize,
-            "count": count,
-            "dim": self.dim,
-            "dtype": "float32",
-        }
-        Path(str(path) + ".json").write_text(json.dumps(meta, indent=2))
+        iterator = iter(texts)
+        lock = FileLock(
+            path.with_name(path.name + ".lock"),
+            what=f"output {path}",
+            hint="Another extract_to is writing it: wait for it to finish or choose another path",
+        )
+        with lock:
+            if lock.took_over():  # a writer of this path was killed
+                log.warning("%s: %s", path, lock.took_over())
+            if lock.held:  # no live writer can own a partial file of this path now
+                _remove_stale_partials(path)
+            with _Progress(total, f"extract_to {path.name}", bar=progress) as reporter:
+                count = self._write_npy(
+                    path, iterator, depth, pooling, normalize, chunk_size, reporter
+                )
+            meta = {
+                "model": self.model.name,
+                "layer": depth,
+                "pooling": pooling,
+                "normalize": normalize,
+                "count": count,
+                "dim": self.dim,
+                "dtype": "float32",
+            }
+            sidecar = path.with_name(path.name + ".json")
+            _write_atomically(sidecar, json.dumps(meta, indent=2).encode())
         return path
+
+    def _write_npy(self, path, iterator, depth, pooling, normalize, chunk_size, reporter) -> int:
+        """Embeds ``iterator`` chunk by chunk into ``path`` (atomically); returns the row count."""
+        partial = _partial_path(path)
+        try:
+            with open(partial, "wb") as f:
+                f.write(_npy_header(0, self.dim))
+                count = 0
+                while chunk := list(islice(iterator, chunk_size)):
+                    vectors = self._embed(chunk, depth, pooling, normalize, reporter, count)
+                    f.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+                    count += len(chunk)
+                f.seek(0)
+                f.write(_npy_header(count, self.dim))
+                f.flush()
+                os.fsync(f.fileno())  # the rename must not reach the disk before the rows
+            os.replace(partial, path)
+        finally:
+            # After the rename the name is gone; after any error (a bad text, Ctrl-C, a full
+            # disk) this removes the half-written rows.
+            partial.unlink(missing_ok=True)
+        return count
+
+
+def _partial_path(path: Path) -> Path:
+    """A partial file no other call uses: ``<path>.<pid>.<random hex>.partial``."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Removes partial files of ``path`` (and its sidecar) left by a writer that was killed.
+
+    Called only with the path's lock held, so none of them belongs to a live writer.
+    """
+    pattern = re.compile(re.escape(path.name) + r"(\.json)?\.\d+\.[0-9a-f]{8}\.partial")
+    for leftover in path.parent.iterdir():
+        if pattern.fullmatch(leftover.name):
+            log.warning("removing %s, left by an extract_to that did not finish", leftover)
+            leftover.unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` through a partial file and a rename: never half a file."""
+    partial = _partial_path(path)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _npy_header(rows: int, dim: int, size: int = 128) -> bytes:
@@ -227,17 +317,63 @@ def _npy_header(rows: int, dim: int, size: int = 128) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
 
 
-class _NoBar:
-    def update(self, n):
-        pass
+def _duration(seconds: float) -> str:
+    """``41 s``, ``2 min``, ``1.5 h``: a duration as a person reads it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
-    def close(self):
-        pass
 
+class _Progress:
+    """Counts embedded texts: a tqdm bar on a terminal, else a log line every few seconds.
 
-def _progress(enabled: bool, total: int | None, desc: str):
-    if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm.auto import tqdm
+    Args:
+      total: texts expected (None for a stream of unknown length).
+      desc: what the lines are about, e.g. ``extract_to out.npy``.
+      bar: show a bar when stderr is a terminal (``progress=`` of the public methods).
+      clock: seconds, monotonic (a fake one in tests).
+    """
 
-    return tqdm(total=total, desc=desc, unit="text")
+    def __init__(self, total: int | None, desc: str, bar: bool, clock=time.monotonic):
+        self.total, self.desc, self.done = total, desc, 0
+        self._clock = clock
+        self._start = self._last = clock()
+        self._logged = False
+        self._bar = None
+        if bar and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="text")
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = self._clock()
+        if now - self._last >= PROGRESS_LOG_INTERVAL and log.isEnabledFor(logging.INFO):
+            self._last, self._logged = now, True
+            log.info("%s", self.line(now))
+
+    def line(self, now: float) -> str:
+        """``<desc>: embedded 12,288/50,000 texts (24%), 41 s, ETA 2 min``."""
+        elapsed = now - self._start
+        if not self.total:
+            return f"{self.desc}: embedded {self.done:,} texts, {_duration(elapsed)}"
+        eta = elapsed * (self.total - self.done) / max(self.done, 1)
+        return (
+            f"{self.desc}: embedded {self.done:,}/{self.total:,} texts "
+            f"({100 * self.done // self.total}%), {_duration(elapsed)}, ETA {_duration(eta)}"
+        )
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, error_type, *_) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        elif self._logged and error_type is None:  # a log that gave an ETA says when done
+            elapsed = _duration(self._clock() - self._start)
+            log.info("%s: done, %s texts in %s", self.desc, f"{self.done:,}", elapsed)

@@ -30,15 +30,48 @@ PLACEHOLDER_TOKEN = re.compile(r"\[unused\d+\]|<unused\d+>|madeupword\d+")
 ZIPF_SHIFT = 10.0
 
 
-def check_texts(texts: Sequence[Any]) -> list[str]:
-    """Returns ``texts`` as a list, raising ``TypeError`` naming the first non-string's index."""
+def check_texts(texts: Sequence[Any], first_index: int = 0) -> list[str]:
+    """Returns ``texts`` as a list, raising ``TypeError`` naming the first non-string's index.
+
+    ``first_index`` is the place of ``texts[0]`` in the caller's whole input (a chunk of a
+    stream), so the message names the text where the user will look for it.
+    """
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings, not a single string; wrap it: [text]")
     texts = list(texts)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] is {type(t).__name__} ({t!r:.40}); expected str")
+            raise TypeError(
+                f"texts[{first_index + i}] is {type(t).__name__} ({t!r:.40}); expected str"
+            )
     return texts
+
+
+def check_unicode(texts: Sequence[str], first_index: int = 0) -> None:
+    """Raises ``ValueError`` naming the first text that is not valid Unicode (a lone surrogate).
+
+    Python strings may hold surrogate code points (U+D800..U+DFFF) on their own: text decoded
+    with ``errors="surrogateescape"`` or a JSON ``"\\ud800"`` escape gives them. Tokenizers
+    reject such a text with an error that names none of the texts; this finds which one.
+    It costs a UTF-8 encode of every text, so :func:`encode` calls it only after a failure.
+    """
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            code = ord(text[e.start])
+            if 0xDC80 <= code <= 0xDCFF:  # how surrogateescape stores an undecodable byte
+                cause = (
+                    f"the byte 0x{code - 0xDC00:02X} of input that is not UTF-8, decoded with "
+                    "errors='surrogateescape'"
+                )
+            else:
+                cause = "half of a character pair, or a broken \\u escape"
+            raise ValueError(
+                f"texts[{first_index + i}] holds a lone surrogate U+{code:04X} at character "
+                f"{e.start} ({cause}); it is not valid Unicode and cannot be tokenized: fix the "
+                "source, or replace it with text.encode('utf-8', 'replace').decode('utf-8')"
+            ) from None
 
 
 def fallback_token_id(tokenizer: Any) -> int:
@@ -50,18 +83,37 @@ def fallback_token_id(tokenizer: Any) -> int:
     return 0
 
 
-def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[np.ndarray]:
+def encode(
+    tokenizer: Any, texts: Sequence[str], max_length: int, first_index: int = 0
+) -> list[np.ndarray]:
     """Token ids per text, with special tokens, truncated to ``max_length`` tokens.
 
     An empty text is embedded, not dropped: it becomes the tokenizer's special tokens, or a
     single BOS/EOS token for tokenizers that add none (GPT-2).
+
+    Args:
+      tokenizer: a Hugging Face tokenizer.
+      texts: strings.
+      max_length: most tokens per text.
+      first_index: the place of ``texts[0]`` in the caller's whole input; error messages
+        count from it.
+
+    Raises:
+      TypeError: naming the first text that is not a string.
+      ValueError: naming the first text that is not valid Unicode (a lone surrogate).
     """
-    texts = check_texts(texts)
+    texts = check_texts(texts, first_index)
     if not texts:
         return []
-    ids = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)[
-        "input_ids"
-    ]
+    try:
+        ids = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)[
+            "input_ids"
+        ]
+    except Exception:
+        # Hugging Face tokenizers refuse invalid Unicode with a TypeError that names no text;
+        # look for it only now, so valid input pays nothing for the check.
+        check_unicode(texts, first_index)
+        raise
     fallback = fallback_token_id(tokenizer)
     return [np.asarray(row if len(row) else [fallback], dtype=np.int32) for row in ids]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import os
 from pathlib import Path
 from types import ModuleType
@@ -145,6 +144,26 @@ def check_tokenizer_files(path: Path) -> None:
     )
 
 
+def _load_tokenizer(path: Path, vocab_size: int) -> Any:
+    """The folder's tokenizer, refused when absent or larger than the model's table.
+
+    Raises:
+      FileNotFoundError: no tokenizer files (see :func:`check_tokenizer_files`).
+      ValueError: the tokenizer has more ids than the table has rows.
+    """
+    from transformers import AutoTokenizer
+
+    check_tokenizer_files(path)
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if len(tokenizer) > vocab_size:
+        raise ValueError(
+            f"the tokenizer in {path} has {len(tokenizer):,} tokens but the model's table "
+            f"has {vocab_size:,} rows: ids past the table would be looked up as "
+            "garbage; the tokenizer files belong to another model"
+        )
+    return tokenizer
+
+
 def _bundled_dir(name: str) -> Path:
     package, sub = BUNDLED[name]
     spec = importlib.util.find_spec(package)
@@ -199,7 +218,7 @@ def family_of(name_or_path: str | os.PathLike, allow_download: bool = True) -> M
       ValueError: when the checkpoint's ``model_type`` is not ported.
     """
     path = resolve(name_or_path, allow_download=allow_download)
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    model_type = hf.read_json(path / "config.json", expect=dict).get("model_type")
     if model_type not in FAMILIES:
         raise ValueError(
             f"{path}: model_type={model_type!r} is not ported; supported: {sorted(FAMILIES)}"
@@ -212,12 +231,12 @@ def _sentence_defaults(path: Path, family: ModuleType) -> tuple[str, bool, int |
     pooling, normalize, max_len = DEFAULT_POOLING[family], False, None
     modules_file = path / "modules.json"
     if modules_file.exists():
-        for mod in json.loads(modules_file.read_text()):
+        for mod in hf.read_json(modules_file, expect=list):
             kind = mod.get("type", "")
             if kind.endswith("Normalize"):
                 normalize = True
             if kind.endswith("Pooling"):
-                pool_cfg = json.loads((path / mod["path"] / "config.json").read_text())
+                pool_cfg = hf.read_json(path / mod["path"] / "config.json", expect=dict)
                 modes = {
                     "pooling_mode_cls_token": "cls",
                     "pooling_mode_mean_tokens": "mean",
@@ -229,7 +248,7 @@ def _sentence_defaults(path: Path, family: ModuleType) -> tuple[str, bool, int |
                     pooling = chosen[0]
     st_cfg = path / "sentence_bert_config.json"
     if st_cfg.exists():
-        max_len = json.loads(st_cfg.read_text()).get("max_seq_length")
+        max_len = hf.read_json(st_cfg, expect=dict).get("max_seq_length")
     return pooling, normalize, max_len
 
 
@@ -261,9 +280,11 @@ def load_model(
         is a multiple of this (a row-sharded axis must divide it); ids never reach them.
     """
     path = resolve(name_or_path, allow_download=allow_download)
-    hf_config = json.loads((path / "config.json").read_text())
+    hf_config = hf.read_json(path / "config.json", expect=dict)
     family = family_of(path)
     config = family.Config.from_hf_config(hf_config)
+    # The tokenizer before the weights: a folder refused for it is refused in a second.
+    tokenizer = _load_tokenizer(path, config.vocab_size) if with_tokenizer else None
     module = MODULE_CLASSES[family](
         config, dtype=layers.resolve_dtype(dtype), param_dtype=layers.resolve_dtype(param_dtype)
     )
@@ -288,18 +309,6 @@ def load_model(
         placements=placements,
     )
     pooling, normalize, st_max_len = _sentence_defaults(path, family)
-    tokenizer = None
-    if with_tokenizer:
-        from transformers import AutoTokenizer
-
-        check_tokenizer_files(path)
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        if len(tokenizer) > config.vocab_size:
-            raise ValueError(
-                f"the tokenizer in {path} has {len(tokenizer):,} tokens but the model's table "
-                f"has {config.vocab_size:,} rows: ids past the table would be looked up as "
-                "garbage; the tokenizer files belong to another model"
-            )
     max_length = min(config.max_length, st_max_len or config.max_length)
     return LoadedModel(
         name=str(name_or_path),

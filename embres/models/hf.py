@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,90 @@ class CheckpointMismatchError(ValueError):
         super().__init__("\n".join(lines))
 
 
+class UnreadableFileError(ValueError):
+    """A model file that is truncated, not in its format, or not valid JSON (named with why)."""
+
+
+def read_json(path: str | os.PathLike, expect: type | None = None) -> Any:
+    """Parses a JSON file; a broken one raises :class:`UnreadableFileError` naming it.
+
+    Args:
+      path: the file (``config.json``, ``modules.json``, an index ...).
+      expect: the type the top level must have (e.g. ``dict``), or None for any.
+
+    Raises:
+      UnreadableFileError: the file is not UTF-8, not JSON (with the line and column), or
+        not of the ``expect``-ed type.
+      FileNotFoundError: the file does not exist.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UnreadableFileError(
+            f"{path} is not a JSON file: byte 0x{e.object[e.start]:02x} at offset {e.start} is "
+            "not UTF-8 text (a binary file under a JSON name?)"
+        ) from e
+    if not text.strip():  # json's own message ("Expecting value ...") hides this common case
+        raise UnreadableFileError(f"{path} is empty; expected JSON (an interrupted copy?)")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UnreadableFileError(
+            f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno} (char {e.pos})"
+        ) from e
+    if expect is not None and not isinstance(value, expect):
+        raise UnreadableFileError(
+            f"{path} holds a JSON {type(value).__name__}; expected a JSON "
+            f"{'object' if expect is dict else expect.__name__}"
+        )
+    return value
+
+
+# safetensors refuses headers above 100 MB; a larger length means the file is something else.
+_MAX_HEADER = 100_000_000
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a readable safetensors file, in words; None when no fault is found.
+
+    A safetensors file is an 8-byte little-endian header length, a JSON header giving each
+    tensor's byte range, then the data. The library's own messages ("incomplete metadata",
+    "header too large") name neither the file nor the likely cause; this checks the layout.
+    """
+    size = os.path.getsize(path)
+    if size < 8:
+        return f"it is {size} bytes long, too short for a safetensors header (empty or truncated)"
+    with open(path, "rb") as f:
+        (header_size,) = struct.unpack("<Q", f.read(8))
+        if header_size > size - 8 and header_size > _MAX_HEADER:
+            return "its first 8 bytes are no safetensors header length: not a safetensors file"
+        if header_size > size - 8:
+            return (
+                f"its first 8 bytes announce a {header_size:,}-byte header but only "
+                f"{size - 8:,} bytes follow: truncated, or not a safetensors file"
+            )
+        raw = f.read(header_size)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return "its header is not JSON: not a safetensors file"
+    if not isinstance(header, dict):
+        return "its header is not a JSON object: not a safetensors file"
+    ends = [
+        entry["data_offsets"][1]
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+    ]
+    needed = 8 + header_size + max(ends, default=0)
+    if needed > size:
+        return (
+            f"its tensors end at byte {needed:,} but the file has {size:,} bytes: truncated "
+            "(an interrupted download or copy)"
+        )
+    return None
+
+
 class PickleCheckpointError(RuntimeError):
     """Only a pickle checkpoint exists and the caller did not opt in to loading it."""
 
@@ -62,7 +147,9 @@ class _TensorSource:
             self.key_to_file = {k: single for k in self._open(single).keys()}
             self.description = str(single)
         elif index.exists():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = read_json(index, expect=dict).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise UnreadableFileError(f"{index} has no weight_map object (tensor -> file)")
             self.key_to_file = {k: directory / f for k, f in weight_map.items()}
             self.description = str(index)
         elif (directory / PICKLE).exists():
@@ -85,11 +172,18 @@ class _TensorSource:
             )
 
     def _open(self, path: Path, framework: str = "flax"):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         if (path, framework) not in self._handles:
-            # framework="flax" reads bfloat16 too (numpy cannot); the file stays mmapped.
-            self._handles[path, framework] = safe_open(str(path), framework=framework)
+            try:
+                # framework="flax" reads bfloat16 too (numpy cannot); the file stays mmapped.
+                self._handles[path, framework] = safe_open(str(path), framework=framework)
+            except SafetensorError as e:
+                why = safetensors_problem(path) or "it is damaged"
+                raise UnreadableFileError(
+                    f"{path} is not a readable safetensors file: {why}; download or copy it "
+                    f"again (safetensors says: {e})"
+                ) from e
         return self._handles[path, framework]
 
     def shape(self, key: str) -> tuple[int, ...]:
@@ -280,7 +374,7 @@ def save_checkpoint(model: Any, params: dict[str, Any], directory: str | os.Path
             shutil.copytree(item, target, dirs_exist_ok=True)
         else:
             shutil.copy2(item, target)
-    hf_config = json.loads((Path(model.path) / "config.json").read_text())
+    hf_config = read_json(Path(model.path) / "config.json", expect=dict)
     hf_config.update(model.config.to_hf_config())
     (out / "config.json").write_text(json.dumps(hf_config, indent=2))
     return out
