@@ -318,6 +318,21 @@ def test_a_broken_config_json_is_named_with_the_error_position(
     assert str(e.value).startswith(f"{target} ")
 
 
+def test_a_broken_tokenizer_json_and_a_config_without_a_field_are_named(tmp_path, tiny_bert):
+    target = _broken_copy(tmp_path / "tok", tiny_bert, "tokenizer.json", b"{not json")
+    with pytest.raises(
+        UnreadableFileError, match="is not valid JSON: Expecting property name"
+    ) as e:
+        load_model(target.parent)
+    assert str(e.value).startswith(f"{target} ")
+    config = json.loads((tiny_bert / "config.json").read_text())
+    del config["hidden_size"]
+    target = _broken_copy(tmp_path / "cfg", tiny_bert, "config.json", json.dumps(config).encode())
+    with pytest.raises(UnreadableFileError) as e:
+        load_model(target.parent)
+    assert str(e.value) == f"{target} lacks the field 'hidden_size' that a bert model needs"
+
+
 def test_a_broken_model_file_is_one_line_from_a_cli(tmp_path, tiny_bert, capsys):
     from embres.__main__ import PROG, main
 

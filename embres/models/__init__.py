@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from embres.models import bert, gpt2, hf, layers, xlmr
+from embres.models.hf import UnreadableFileError
 
 FAMILIES: dict[str, ModuleType] = {"bert": bert, "roberta": xlmr, "xlm-roberta": xlmr, "gpt2": gpt2}
 MODULE_CLASSES = {bert: bert.Encoder, xlmr: xlmr.Encoder, gpt2: gpt2.Decoder}
@@ -124,6 +125,15 @@ TOKENIZER_FORMS = (
 )
 
 
+# The JSON files a Hugging Face tokenizer is read from (besides its vocabulary files).
+TOKENIZER_JSON_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
+
+
 def check_tokenizer_files(path: Path) -> None:
     """Refuses a model folder with no tokenizer files.
 
@@ -154,7 +164,14 @@ def _load_tokenizer(path: Path, vocab_size: int) -> Any:
     from transformers import AutoTokenizer
 
     check_tokenizer_files(path)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception:
+        # transformers reports a broken tokenizer file as a bare JSONDecodeError: name it.
+        for name in TOKENIZER_JSON_FILES:
+            if (path / name).is_file():
+                hf.read_json(path / name)
+        raise
     if len(tokenizer) > vocab_size:
         raise ValueError(
             f"the tokenizer in {path} has {len(tokenizer):,} tokens but the model's table "
@@ -282,7 +299,13 @@ def load_model(
     path = resolve(name_or_path, allow_download=allow_download)
     hf_config = hf.read_json(path / "config.json", expect=dict)
     family = family_of(path)
-    config = family.Config.from_hf_config(hf_config)
+    try:
+        config = family.Config.from_hf_config(hf_config)
+    except KeyError as e:  # a bare KeyError('hidden_size') names neither file nor problem
+        raise UnreadableFileError(
+            f"{path / 'config.json'} lacks the field {e.args[0]!r} that a "
+            f"{hf_config.get('model_type')} model needs"
+        ) from e
     # The tokenizer before the weights: a folder refused for it is refused in a second.
     tokenizer = _load_tokenizer(path, config.vocab_size) if with_tokenizer else None
     module = MODULE_CLASSES[family](
