@@ -22,7 +22,7 @@ Submodules import their heavy dependencies lazily; importing this package is che
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from embres.evaluate.common import DataFormatError, Skipped
@@ -50,10 +50,19 @@ def json_info(info: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool))}
 
 
+ErrorHook = Callable[[str, BaseException], None]
+
+
+def error_entry(error: BaseException) -> dict[str, str]:
+    """How a failed task is recorded: ``{"type": "TypeError", "message": "..."}``."""
+    return {"type": type(error).__name__, "message": str(error) or repr(error)}
+
+
 def evaluate_model(
     spec: str,
     tasks: Sequence[str] = ("sts",),
     log: Any = print,
+    on_error: ErrorHook | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Loads ``spec`` (see :func:`load_embedder`) and runs ``tasks`` on it.
@@ -62,35 +71,84 @@ def evaluate_model(
       spec: a model name or path, ``sentence-transformers:<path>``, ``model2vec:<path>``, an
         embres static export or a training workdir.
       tasks: names from :data:`TASKS`.
-      log: called with one line per metric or skip (None: silent).
+      log: called with one line per metric, skip or failure (None: silent).
+      on_error: None: an exception in loading or in a task propagates. Otherwise a task that
+        raises is recorded in ``record["errors"][task]`` (type and message), ``on_error(task,
+        exception)`` is called, and the next task runs; a model that fails to load is
+        recorded under the task name ``"load"`` and no task runs. Metrics a task yielded
+        before it failed are kept (each was complete when yielded).
       **options: shared task options (``data_dir``, ``limit``, ``batch_size``, ...) and
         ``int8`` (evaluate a static export's int8 table).
 
     Returns:
-      ``{"name", "info", "metrics": {name: value}, "skipped": {name: reason}, "seconds"}``.
+      ``{"name", "info", "metrics": {name: value}, "skipped": {name: reason},
+      "errors": {task: {"type", "message"}}, "seconds"}``.
     """
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; expected some of {sorted(TASKS)}")
-    from embres.evaluate.report import format_value
-
+    int8 = bool(options.get("int8"))
+    name = f"{spec} [int8]" if int8 else spec
+    record: dict[str, Any] = {
+        "name": name,
+        "info": {},
+        "metrics": {},
+        "skipped": {},
+        "errors": {},
+        "seconds": {},
+    }
     start = time.perf_counter()
-    name, embed_fn, info = load_embedder(
-        spec,
-        batch_size=options.get("batch_size") or 64,
-        dtype=options.get("dtype") or "float32",
-        int8=bool(options.get("int8")),
-    )
-    record = {"name": name, "info": json_info(info), "metrics": {}, "skipped": {}, "seconds": {}}
+    try:
+        name, embed_fn, info = load_embedder(
+            spec,
+            batch_size=options.get("batch_size") or 64,
+            dtype=options.get("dtype") or "float32",
+            int8=int8,
+        )
+    except Exception as e:
+        if on_error is None:
+            raise
+        _record_error(record, "load", e, log, on_error)
+        return record
+    record.update(name=name, info=json_info(info))
     record["seconds"]["load"] = time.perf_counter() - start
     for task in tasks:
         start = time.perf_counter()
-        for metric, value in build_evaluator(task, info, **options).run(embed_fn):
-            if isinstance(value, Skipped):
-                record["skipped"][metric] = value.reason
-            else:
-                record["metrics"][metric] = value
-            if log is not None:
-                log(f"{name}  {metric}: {format_value(metric, value)}")
+        try:
+            _run_task(record, task, embed_fn, info, log, options)
+        except Exception as e:
+            if on_error is None:
+                raise
+            _record_error(record, task, e, log, on_error)
         record["seconds"][task] = time.perf_counter() - start
     return record
+
+
+def _run_task(
+    record: dict[str, Any],
+    task: str,
+    embed_fn: Any,
+    info: dict[str, Any],
+    log: Any,
+    options: dict[str, Any],
+) -> None:
+    """Runs one task, adding each metric or skip to ``record`` as soon as it is yielded."""
+    from embres.evaluate.report import format_value
+
+    for metric, value in build_evaluator(task, info, **options).run(embed_fn):
+        if isinstance(value, Skipped):
+            record["skipped"][metric] = value.reason
+        else:
+            record["metrics"][metric] = value
+        if log is not None:
+            log(f"{record['name']}  {metric}: {format_value(metric, value)}")
+
+
+def _record_error(
+    record: dict[str, Any], task: str, error: Exception, log: Any, on_error: ErrorHook
+) -> None:
+    entry = record["errors"][task] = error_entry(error)
+    if log is not None:
+        message = " | ".join(line for line in entry["message"].splitlines() if line.strip())
+        log(f"{record['name']}  {task}: FAILED: {entry['type']}: {message}")
+    on_error(task, error)

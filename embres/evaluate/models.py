@@ -27,13 +27,18 @@ Extending (e.g. training workdirs or export dirs)::
     models.register_detector(lambda s: Path(s, "checkpoints").is_dir(), load_workdir)
 
 A loader is ``loader(target, batch_size=..., dtype=...) -> (embed_fn, info)``; detectors are
-tried, in order, on specs without a known prefix before the extractor default.
+tried, in order, on specs without a known prefix before the extractor default. Either may come
+with a ``check(target, int8) -> problem or None``: a cheap test (files on disk, names; no model
+load) that :func:`check_specs` runs on every ``--model`` before anything is evaluated, so that
+a typo in the third model is reported at once rather than after the first two were measured.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +47,35 @@ import numpy as np
 from embres.evaluate.common import EmbedFn
 
 Loader = Callable[..., tuple[EmbedFn, dict[str, Any]]]
+# check(target, int8) -> what is wrong with it (one line), or None when it looks loadable.
+Check = Callable[[str, bool], str | None]
 LOADERS: dict[str, Loader] = {}
-DETECTORS: list[tuple[Callable[[str], bool], Loader]] = []
+CHECKS: dict[str, Check] = {}
+DETECTORS: list[tuple[Callable[[str], bool], Loader, Check | None]] = []
+# A Hugging Face hub id: "name" or "org/name" (huggingface_hub's validate_repo_id, simplified).
+HUB_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)?$")
 
 
-def register_loader(prefix: str, loader: Loader) -> None:
-    """Makes ``<prefix>:<target>`` specs load through ``loader(target, **options)``."""
+def register_loader(prefix: str, loader: Loader, check: Check | None = None) -> None:
+    """Makes ``<prefix>:<target>`` specs load through ``loader(target, **options)``.
+
+    ``check(target, int8)``, when given, is run up front by :func:`check_specs`.
+    """
     LOADERS[prefix] = loader
+    if check is None:
+        CHECKS.pop(prefix, None)
+    else:
+        CHECKS[prefix] = check
 
 
-def register_detector(matches: Callable[[str], bool], loader: Loader) -> None:
-    """Loads specs without a prefix through ``loader`` when ``matches(spec)`` is true."""
-    DETECTORS.append((matches, loader))
+def register_detector(
+    matches: Callable[[str], bool], loader: Loader, check: Check | None = None
+) -> None:
+    """Loads specs without a prefix through ``loader`` when ``matches(spec)`` is true.
+
+    ``check(spec, int8)``, when given, is run up front by :func:`check_specs`.
+    """
+    DETECTORS.append((matches, loader, check))
 
 
 def load_embedder(
@@ -80,7 +102,7 @@ def load_embedder(
     if sep and prefix in LOADERS:
         embed_fn, info = LOADERS[prefix](target, **options)
         return name, embed_fn, info
-    for matches, loader in DETECTORS:
+    for matches, loader, _ in DETECTORS:
         if matches(spec):
             embed_fn, info = loader(spec, **options)
             return name, embed_fn, info
@@ -88,12 +110,135 @@ def load_embedder(
     return name, embed_fn, info
 
 
+def check_spec(spec: str, int8: bool = False) -> str | None:
+    """What is wrong with ``spec`` as :func:`load_embedder` would read it, or None.
+
+    Cheap checks only (names, files on disk, a config's model type; nothing is loaded): the
+    prefix's own check, else the first matching detector's, else that of the extractor
+    default. A ``<prefix>:`` registered without a check passes.
+    """
+    prefix, sep, target = spec.partition(":")
+    if sep and prefix in LOADERS:
+        check = CHECKS.get(prefix)
+        return None if check is None else check(target, int8)
+    for matches, _, check in DETECTORS:
+        if matches(spec):
+            return None if check is None else check(spec, int8)
+    if sep and not Path(spec).exists() and re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", prefix):
+        # "sentence-transformer:x" (a typo) would otherwise be looked up as a model name.
+        return f"unknown prefix {prefix + ':'!r}; known prefixes: {sorted(LOADERS)}"
+    return check_extractor(spec, int8)
+
+
+def check_specs(specs: Sequence[str], int8: bool = False) -> list[str]:
+    """One line per spec that :func:`check_spec` finds wrong, each naming the spec."""
+    problems = []
+    for spec in specs:
+        problem = check_spec(spec, int8)
+        if problem is not None:
+            problems.append(f"--model {spec}: {problem}")
+    return problems
+
+
+def downloads_allowed() -> bool:
+    """Whether a model missing from the local cache may be fetched (HF_HUB_OFFLINE unset)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on")
+
+
+def in_hub_cache(repo_id: str, files: Sequence[str] = ("config.json",)) -> bool:
+    """Whether the local Hugging Face cache holds one of ``files`` of ``repo_id`` (no network)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in files)
+
+
+def int8_problem(target: str, int8: bool) -> str | None:
+    """The refusal of ``int8`` for a model that is not an embres static export, or None."""
+    if not int8:
+        return None
+    return (
+        f"int8=True (--int8) applies to embres static exports (a directory with "
+        f"embres_static.json); {target!r} is not one"
+    )
+
+
 def _refuse_int8(target: str, int8: bool) -> None:
-    if int8:
-        raise ValueError(
-            f"int8=True (--int8) applies to embres static exports (a directory with "
-            f"embres_static.json); {target!r} is not one"
+    problem = int8_problem(target, int8)
+    if problem:
+        raise ValueError(problem)
+
+
+def check_extractor(target: str, int8: bool = False) -> str | None:
+    """Problem with an embres model spec: the name resolves, config is ported, tokenizer files.
+
+    A hub id ("org/name") absent from the cache passes while downloads are allowed: the load
+    fetches it (or fails, and that failure is recorded for that model alone).
+    """
+    from embres.models import UnknownModelError, check_tokenizer_files, family_of, resolve
+
+    try:
+        path = resolve(target, allow_download=False)
+    except UnknownModelError as e:
+        hub_id = target.count("/") == 1 and HUB_ID.match(target) and not Path(target).exists()
+        if not (hub_id and downloads_allowed()):
+            return str(e)
+        return int8_problem(target, int8)
+    try:
+        family_of(path, allow_download=False)
+        check_tokenizer_files(path)
+    except (ValueError, OSError) as e:
+        return str(e)
+    return int8_problem(target, int8)
+
+
+def check_peer(
+    target: str, int8: bool = False, files: Sequence[str] = ("config.json",)
+) -> str | None:
+    """Problem with a peer library's ``<name or path>``: the path exists or the id is known.
+
+    Anything that reads as a path (absolute, ``./``, ``~``, or not a hub id) must exist; a
+    hub id must be in the local cache unless downloads are allowed.
+    """
+    path = Path(target).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            return f"{path} is a file; expected a model directory"
+    elif target.startswith(("/", ".", "~")) or not HUB_ID.match(target):  # meant as a path
+        return f"path {target} does not exist"
+    elif not (downloads_allowed() or in_hub_cache(target, files)):
+        return (
+            f"no directory {target}, and no hub id {target!r} in the local Hugging Face cache "
+            "(HF_HUB_OFFLINE is set, so nothing is downloaded)"
         )
+    return int8_problem(target, int8)
+
+
+def check_sentence_transformer(target: str, int8: bool = False) -> str | None:
+    """:func:`check_peer` for sentence-transformers; bundled embres names are local."""
+    from embres.models import BUNDLED, UnknownModelError
+
+    if target in BUNDLED:
+        try:
+            _bundled_path(target)
+        except UnknownModelError as e:  # the package bundling it is not installed
+            return str(e)
+        return int8_problem(target, int8)
+    files = ("modules.json", "config.json")
+    problem = check_peer(target, files=files)
+    # sentence-transformers also looks a bare name up under its own organisation.
+    if (
+        problem
+        and "/" not in target
+        and not check_peer(f"sentence-transformers/{target}", files=files)
+    ):
+        problem = None
+    return problem or int8_problem(target, int8)
+
+
+def _require(problem: str | None) -> None:
+    """Raises the problem a check found (FileNotFoundError: it names a missing model)."""
+    if problem is not None:
+        raise FileNotFoundError(problem)
 
 
 def weight_file_bytes(directory: str | Path, modules: bool = False) -> int | None:
@@ -167,6 +312,7 @@ def _bundled_path(target: str) -> str:
 def load_sentence_transformer(target: str, batch_size: int = 64, int8: bool = False, **_):
     """A sentence-transformers model (name or path) as a peer."""
     _refuse_int8(target, int8)
+    _require(check_sentence_transformer(target))
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(_bundled_path(target))
@@ -176,29 +322,60 @@ def load_sentence_transformer(target: str, batch_size: int = 64, int8: bool = Fa
             texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
         ).astype(np.float32)
 
-    def count_tokens(texts: list[str]) -> int:
-        ids = model.tokenizer(texts, truncation=True, max_length=model.max_seq_length)["input_ids"]
-        return sum(len(i) for i in ids)
-
-    first = model[0]
-    auto = getattr(first, "auto_model", None)
-    table = auto.get_input_embeddings().weight if auto is not None else None
     info = {
         "kind": "sentence-transformers",
         "path": _bundled_path(target),
         "dim": int(model.encode(["dim"], convert_to_numpy=True).shape[1]),
         "params": dict(model.state_dict()),
-        "table": None if table is None else table.detach(),
+        "table": sentence_transformer_table(model),
         "disk_bytes": weight_file_bytes(_bundled_path(target), modules=True),
-        "count_tokens": count_tokens,
+        "count_tokens": sentence_transformer_token_counter(model),
         "device": str(model.device),
     }
     return embed_fn, info
 
 
+def sentence_transformer_token_counter(model: Any) -> Callable[[list[str]], int] | None:
+    """Counts the tokens ``model`` embeds, for tokens/s; None when its tokenizer is unknown.
+
+    A transformer module holds a ``transformers`` tokenizer (called on texts, special tokens
+    and truncation included); a ``StaticEmbedding`` (e.g. an embres or Model2Vec static
+    export) holds a ``tokenizers.Tokenizer``, which is not callable: it embeds
+    ``encode_batch(texts, add_special_tokens=False)``, truncated by the tokenizer itself.
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if callable(tokenizer):
+
+        def count_tokens(texts: list[str]) -> int:
+            encoded = tokenizer(texts, truncation=True, max_length=model.max_seq_length)
+            return sum(len(ids) for ids in encoded["input_ids"])
+
+        return count_tokens
+    if hasattr(tokenizer, "encode_batch"):
+
+        def count_static_tokens(texts: list[str]) -> int:
+            encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+            return sum(len(e.ids) for e in encodings)
+
+        return count_static_tokens
+    return None  # tokens/s is left out rather than guessed
+
+
+def sentence_transformer_table(model: Any) -> Any:
+    """The [vocab, d] input table of a sentence-transformers model (transformer or static)."""
+    first = model[0]
+    auto = getattr(first, "auto_model", None)
+    if auto is not None:
+        return auto.get_input_embeddings().weight.detach()
+    embedding = getattr(first, "embedding", None)  # StaticEmbedding: an nn.EmbeddingBag
+    weight = getattr(embedding, "weight", None)
+    return None if weight is None else weight.detach()
+
+
 def load_model2vec(target: str, batch_size: int = 64, int8: bool = False, **_):
     """A Model2Vec static model (name or path) as a peer."""
     _refuse_int8(target, int8)
+    _require(check_peer(target))
     from model2vec import StaticModel
 
     model = StaticModel.from_pretrained(target)
@@ -256,14 +433,10 @@ def load_static(target: str, int8: bool = False, **_):
       FileNotFoundError: naming the directory and the files expected there.
     """
     from embres.evaluate.speed import default_device
-    from embres.export import FLOAT_FILE, META_FILE, load_student
+    from embres.export import FLOAT_FILE, load_student
 
+    _require(check_static(target))
     path = static_export_dir(target)
-    if path is None:
-        raise FileNotFoundError(
-            f"{target} is not an embres static export: expected {META_FILE} in it or in "
-            f"{Path(target, 'export')}"
-        )
     # int8=None: the float32 table when the export has one, else its int8 table (int8-only).
     student = load_student(path, int8=True if int8 else None)
     params = dict(student.params)
@@ -315,20 +488,48 @@ def load_hf_workdir(target: str, batch_size: int = 64, dtype: str = "float32", *
     return embed_fn, info
 
 
-def refuse_unknown_workdir(target: str, **_):
-    """Raises for a workdir whose ``export/`` holds no model embres knows how to load."""
+def unknown_workdir_problem(target: str, int8: bool = False) -> str:
+    """Why a workdir whose ``export/`` holds no model embres knows cannot be evaluated."""
     from embres.export import META_FILE
 
-    raise FileNotFoundError(
+    return (
         f"{Path(target, 'export')} holds neither {META_FILE} (a static export) nor config.json "
         "(a Hugging Face model); was the training run's export step reached?"
     )
 
 
-register_loader("sentence-transformers", load_sentence_transformer)
-register_loader("model2vec", load_model2vec)
-register_loader("static", load_static)
-register_loader("int8", lambda target, **options: load_static(target, **{**options, "int8": True}))
+def refuse_unknown_workdir(target: str, **_):
+    """Raises for a workdir whose ``export/`` holds no model embres knows how to load."""
+    raise FileNotFoundError(unknown_workdir_problem(target))
+
+
+def check_static(target: str, int8: bool = False) -> str | None:
+    """Problem with a ``static:``/``int8:`` target: it must be (or hold) a static export."""
+    from embres.export import META_FILE
+
+    if static_export_dir(target) is not None:
+        return None
+    if not Path(target).expanduser().exists():
+        return f"path {target} does not exist"
+    return (
+        f"{target} is not an embres static export: expected {META_FILE} in it or in "
+        f"{Path(target, 'export')}"
+    )
+
+
+def check_hf_workdir(target: str, int8: bool = False) -> str | None:
+    """Problem with a workdir whose ``export/`` is a Hugging Face model directory."""
+    return check_extractor(str(Path(target, "export")), int8)
+
+
+register_loader("sentence-transformers", load_sentence_transformer, check_sentence_transformer)
+register_loader("model2vec", load_model2vec, check_peer)
+register_loader("static", load_static, check_static)
+register_loader(
+    "int8",
+    lambda target, **options: load_static(target, **{**options, "int8": True}),
+    check_static,
+)
 register_detector(lambda spec: static_export_dir(spec) is not None, load_static)
-register_detector(is_hf_workdir, load_hf_workdir)
-register_detector(is_unknown_workdir, refuse_unknown_workdir)
+register_detector(is_hf_workdir, load_hf_workdir, check_hf_workdir)
+register_detector(is_unknown_workdir, refuse_unknown_workdir, unknown_workdir_problem)

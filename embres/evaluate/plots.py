@@ -28,6 +28,21 @@ import numpy as np
 from embres.evaluate.common import DataFormatError
 
 
+def save_figure(fig: Any, path: str | os.PathLike, **options: Any) -> Path:
+    """Saves ``fig`` atomically (temp file, then rename): no reader sees a half-written plot.
+
+    The format follows the file's suffix (``.png`` when it has none), as ``savefig`` does.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **options)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def pareto_front(points: Sequence[tuple[float, float]], smaller_x_better: bool) -> list[int]:
     """Indices of points not dominated in (x, quality), ordered along x."""
     order = sorted(range(len(points)), key=lambda i: points[i][0], reverse=not smaller_x_better)
@@ -335,8 +350,7 @@ def plot_tradeoff(
     fig = tradeoff_figure(records, x_metric, y_metric, smaller_x_better)
     if fig is None:
         return None
-    fig.savefig(path, bbox_inches="tight")
-    return Path(path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def language_metrics(records: Sequence[dict[str, Any]]) -> tuple[str, str] | None:
@@ -380,8 +394,7 @@ def plot_languages(records: Sequence[dict[str, Any]], path: str | os.PathLike) -
     fig = language_figure(records)
     if fig is None:
         return None
-    fig.savefig(path, bbox_inches="tight")
-    return Path(path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def short_name(name: str) -> str:
@@ -472,5 +485,4 @@ def plot_training_curves(
     axes[-1, 0].set_xlabel("step")
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    return Path(path)
+    return save_figure(fig, path)

@@ -9,6 +9,11 @@ sentences/s, ms) and plain tick labels (20, 30, 60; no exponents); each point is
 where its label overlaps no other label, point or legend, or, when crowded, numbered with its
 name in a legend beside the axes.
 
+Each file is written atomically (a temporary file, then ``os.replace``), so a report read
+at any moment is whole; ``python -m embres.evaluate`` rewrites it after every model. A model
+record may carry ``errors`` (task -> type and message): report.md lists them under "Failed"
+and marks them in the table. When no plot could be drawn, :func:`plot_notes` says why.
+
 Example::
 
     write_report([record_a, record_b], "out/")           # records from evaluate_model
@@ -48,6 +53,7 @@ from embres.evaluate.plots import (
     plot_tradeoff,
     plot_training_curves,
     read_jsonl,
+    save_figure,
     short_name,
     short_names,
     tradeoff_figure,
@@ -69,25 +75,31 @@ __all__ = [
     "SPEED_METRIC",
     "axis_title",
     "axis_value",
+    "atomic_write_text",
     "compare",
     "format_summary",
     "format_value",
     "headline_columns",
+    "keep_previous",
     "labelled_scatter",
     "language_figure",
     "language_metrics",
     "load_records",
     "log_ticks",
     "markdown",
+    "merge_records",
     "new_figure",
     "pareto_front",
     "place_labels",
     "plain_number",
     "plot_languages",
+    "plot_notes",
     "plot_tradeoff",
     "plot_training_curves",
     "quality_metric",
     "read_jsonl",
+    "report_curves",
+    "save_figure",
     "shipped_sizes",
     "short_name",
     "short_names",
@@ -109,6 +121,17 @@ DETAIL_PREFIXES = (
     "speed/batch_size",
 )
 DETAIL_NAMES = ("memory/table_dtype", "memory/table_dim", "memory/vocab_size", "memory/param_count")
+# The files of one report in its folder: the two reports, then the plots it may have.
+REPORT_FILES = ("report.json", "report.md")
+PLOT_FILES = (
+    "quality_vs_size.png",
+    "quality_vs_speed.png",
+    "sts_tr_vs_en.png",
+    "training_curves.png",
+)
+COMPARE_TITLE = "embres comparison"
+# Quality axes of the trade-off plots, in the order quality_metric tries them.
+QUALITY_PREFIXES = ("sts/", "probe/", "retrieval/")
 SIZE_NOTE = (
     "resident_bytes: the arrays the loaded model holds in memory; disk_bytes: the weight files "
     "it was read from (an int8 export is small on disk but may hold a float32 table)."
@@ -138,27 +161,81 @@ def headline_columns(records: Sequence[dict[str, Any]]) -> list[str]:
     return list(columns)
 
 
-def markdown(records: Sequence[dict[str, Any]], title: str = "embres evaluation") -> str:
-    """The report as markdown: headline table, skipped tasks with reasons, full details."""
+def _cell(text: Any) -> str:
+    """Text safe inside a markdown table cell: one line, ``|`` escaped."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _row(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _one_line(text: str) -> str:
+    return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def headline_table(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The table (a model per row, a headline metric per column), or a sentence instead.
+
+    Every row has as many cells as the header. A ``failed`` column lists the tasks that
+    raised; with neither metrics nor failures (every task skipped) a sentence replaces the
+    table, since a table without columns is not valid markdown.
+    """
+    if not records:
+        return ["No model in this report."]
     columns = headline_columns(records)
-    lines = [
-        f"# {title}",
-        "",
-        "| model | " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
+    failed = any(r.get("errors") for r in records)
+    if not columns and not failed:
+        return ["No metric was computed: every task was skipped (the reasons are listed below)."]
+    header = ["model", *columns] + (["failed"] if failed else [])
+    lines = [_row(header), "|---|" + "---:|" * len(columns) + ("---|" if failed else "")]
     for record in records:
-        cells = [
+        cells = [record["name"]]
+        cells += [
             format_value(c, record["metrics"][c]) if c in record["metrics"] else "–"
             for c in columns
         ]
-        lines.append(f"| {record['name']} | " + " | ".join(cells) + " |")
+        if failed:
+            cells.append(", ".join(record.get("errors", {})) or "–")
+        lines.append(_row(cells))
+    return lines
+
+
+def markdown(
+    records: Sequence[dict[str, Any]],
+    title: str = "embres evaluation",
+    pending: Sequence[str] = (),
+    plot_notes: Sequence[str] = (),
+) -> str:
+    """The report as markdown: headline table, failed and skipped tasks, full details.
+
+    ``pending`` names models not evaluated yet (the report is partial, and says so first);
+    ``plot_notes`` says why plots are missing.
+    """
+    lines = [f"# {title}", ""]
+    if pending:
+        lines += [
+            f"**Incomplete**: {len(pending)} model(s) not evaluated yet: "
+            + ", ".join(f"`{p}`" for p in pending)
+            + " (the run is still going, or stopped early).",
+            "",
+        ]
+    lines += headline_table(records)
     if any("memory/disk_bytes" in r["metrics"] for r in records):
         lines += ["", SIZE_NOTE]
     if len(records) > 1 and any("memory/peak_rss_bytes" in r["metrics"] for r in records):
         lines += [
             "",
             "peak_rss is the process high-water mark: models measured in one run share it.",
+        ]
+    if plot_notes:
+        lines += ["", *(f"- {note}" for note in plot_notes)]
+    failures = [(r["name"], task, e) for r in records for task, e in r.get("errors", {}).items()]
+    if failures:
+        lines += ["", "## Failed", ""]
+        lines += [
+            f"- **{name} · {task}**: {e.get('type', 'Error')}: {_one_line(e.get('message', ''))}"
+            for name, task, e in failures
         ]
     skipped = [(r["name"], k, v) for r in records for k, v in r.get("skipped", {}).items()]
     if skipped:
@@ -177,11 +254,73 @@ def quality_metric(records: Sequence[dict[str, Any]]) -> str | None:
     names = [n for r in records for n in r["metrics"]]
     if "sts/stsb_dev" in names:
         return "sts/stsb_dev"
-    for prefix in ("sts/", "probe/", "retrieval/"):
+    for prefix in QUALITY_PREFIXES:
         found = [n for n in names if n.startswith(prefix) and not n.endswith("_macro_f1")]
         if found:
             return found[0]
     return None
+
+
+def size_metric(records: Sequence[dict[str, Any]]) -> str | None:
+    """The size axis: the first of :data:`SIZE_METRICS` some model carries."""
+    return next((m for m in SIZE_METRICS if any(m in r["metrics"] for r in records)), None)
+
+
+def _metric_list(record: dict[str, Any], most: int = 3) -> str:
+    names = list(record["metrics"])
+    shown = ", ".join(names[:most]) or "no metric"
+    return shown + (f", +{len(names) - most} more" if len(names) > most else "")
+
+
+def plot_notes(records: Sequence[dict[str, Any]]) -> list[str]:
+    """Why ``quality_vs_size.png`` / ``quality_vs_speed.png`` are not drawn; [] when both are.
+
+    Each needs two models carrying both the quality metric and its x metric; the note names
+    what is missing, e.g. ``no plot: the models share no metric (a: sts/stsb_dev; b: ...)``.
+    A report of one model gets no note: nobody expects it to plot a comparison.
+    """
+    if len(records) < 2:
+        return []
+    counts: dict[str, int] = {}
+    for record in records:
+        for name in record["metrics"]:
+            counts[name] = counts.get(name, 0) + 1
+    if not any(n >= 2 for n in counts.values()):
+        each = "; ".join(f"{r['name']}: {_metric_list(r)}" for r in records)
+        return [f"no plot: the models share no metric ({each})"]
+    quality = quality_metric(records)
+    if quality is None:
+        return ["no plot: no model has a quality metric (a task among sts, probe, retrieval)"]
+    notes = []
+    axes = (("quality_vs_size.png", size_metric(records), "memory"),)
+    axes += (("quality_vs_speed.png", SPEED_METRIC, "speed"),)
+    for file, x_metric, task in axes:
+        if x_metric is None or not any(x_metric in r["metrics"] for r in records):
+            notes.append(f"no {file}: no model has the {task} task's metrics")
+            continue
+        both = [r["name"] for r in records if {quality, x_metric} <= set(r["metrics"])]
+        if len(both) < 2:
+            notes.append(
+                f"no {file}: it needs two models with both {quality} and {x_metric}; "
+                f"{len(both)} ha{'s' if len(both) == 1 else 've'} both"
+                + (f" ({', '.join(both)})" if both else "")
+            )
+    return notes
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``.
+
+    A reader (or a run killed mid-write) sees the old file or the new one, never a part.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def write_report(
@@ -190,21 +329,51 @@ def write_report(
     curves: Sequence[str | os.PathLike] = (),
     title: str = "embres evaluation",
     command: str | None = None,
+    pending: Sequence[str] = (),
+    plots: bool = True,
 ) -> dict[str, Path]:
-    """Writes report.json, report.md and the plots that apply; returns what was written."""
+    """Writes report.json, report.md and the plots that apply; returns what was written.
+
+    Args:
+      records: model records as :func:`embres.evaluate.evaluate_model` returns them.
+      out_dir: the folder (created when absent); each file in it is replaced atomically.
+      curves: metrics JSONL files for ``training_curves.png``.
+      title: the markdown title.
+      command: the command line, kept in report.json.
+      pending: models still to evaluate: the report says it is partial.
+      plots: False writes the two reports alone (the quick rewrite after each model); True
+        also draws the plots, removes those of an earlier report that no longer apply, and
+        records why any trade-off plot is missing (``plot_notes`` in report.json and .md).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    notes = plot_notes(records) if plots else []
     payload = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": command,
+        "pending": list(pending),
+        "plot_notes": notes,
         "models": list(records),
     }
     written = {"json": out / "report.json", "markdown": out / "report.md"}
-    written["json"].write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    written["markdown"].write_text(markdown(records, title))
+    atomic_write_text(written["json"], json.dumps(payload, indent=2, default=str) + "\n")
+    atomic_write_text(written["markdown"], markdown(records, title, pending, notes))
+    if plots:
+        written.update(draw_plots(records, out, curves))
+        for name in PLOT_FILES:  # a plot of an earlier report would contradict this one
+            if (out / name).is_file() and out / name not in written.values():
+                (out / name).unlink()
+    return written
+
+
+def draw_plots(
+    records: Sequence[dict[str, Any]], out: Path, curves: Sequence[str | os.PathLike] = ()
+) -> dict[str, Path]:
+    """Draws the plots that apply to ``records`` into ``out``; returns them by kind."""
+    written = {}
     quality = quality_metric(records)
     if quality is not None:
-        size = next((m for m in SIZE_METRICS if any(m in r["metrics"] for r in records)), None)
+        size = size_metric(records)
         if size and plot_tradeoff(
             shipped_sizes(records, size), size, quality, out / "quality_vs_size.png", True
         ):
@@ -216,6 +385,48 @@ def write_report(
     if curves:
         written["training_curves"] = plot_training_curves(curves, out / "training_curves.png")
     return written
+
+
+def previous_name(name: str) -> str:
+    """``report.json`` -> ``report.prev.json``: where a replaced report file is kept."""
+    path = Path(name)
+    return f"{path.stem}.prev{path.suffix}"
+
+
+def written_at(report_json: Path) -> str:
+    """When a report was written: its ``created`` field, else the file's modification time."""
+    try:
+        created = json.loads(report_json.read_text(encoding="utf-8")).get("created")
+    except (OSError, ValueError, AttributeError):
+        created = None
+    if isinstance(created, str) and created:
+        return created
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(report_json.stat().st_mtime))
+
+
+def keep_previous(out_dir: str | os.PathLike) -> str | None:
+    """Moves an earlier report in ``out_dir`` aside; returns the line that says so, or None.
+
+    report.json, report.md and the plots become report.prev.json, report.prev.md,
+    quality_vs_size.prev.png, ... (one generation: an older ``.prev`` set is replaced whole,
+    so the kept files always belong together). Nothing happens without a report.json or
+    report.md in ``out_dir``.
+    """
+    out = Path(out_dir)
+    present = [out / name for name in REPORT_FILES if (out / name).is_file()]
+    if not present:
+        return None
+    when = written_at(present[0])
+    for name in REPORT_FILES + PLOT_FILES:
+        kept = out / previous_name(name)
+        if (out / name).is_file():
+            os.replace(out / name, kept)
+        else:
+            kept.unlink(missing_ok=True)
+    return (
+        f"replacing the report in {out}/ (written {when}); "
+        f"the previous one is kept as {previous_name(present[0].name)}"
+    )
 
 
 def shipped_sizes(records: Sequence[dict[str, Any]], size: str) -> list[dict[str, Any]]:
@@ -234,15 +445,63 @@ def shipped_sizes(records: Sequence[dict[str, Any]], size: str) -> list[dict[str
 
 
 def load_records(report_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The model records of ``<report_dir>/report.json`` (or of that file itself)."""
+    """The model records of ``<report_dir>/report.json`` (or of that file itself).
+
+    Raises:
+      FileNotFoundError: naming the path when there is no report there.
+      DataFormatError: naming the file when it is not a report written by write_report.
+    """
     path = Path(report_dir)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist (expected a folder with report.json from "
+            "python -m embres.evaluate)"
+        )
     path = path / "report.json" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"expected a report at {path}; run python -m embres.evaluate first")
-    data = json.loads(path.read_text())
+        raise FileNotFoundError(
+            f"no report in {path.parent}: expected {path}, written by python -m embres.evaluate"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataFormatError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
         raise DataFormatError(f"{path}: expected {{'models': [...]}} as written by write_report")
     return data["models"]
+
+
+def merge_records(report_dirs: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """The records of several reports, in order; a model in two runs gets the run's name.
+
+    Every folder is read before anything is returned, so all unreadable ones are named at
+    once.
+
+    Raises:
+      FileNotFoundError: when a report is missing (DataFormatError when one is unreadable),
+        naming every folder that failed.
+    """
+    records, problems, missing_only = [], [], True
+    for directory in report_dirs:
+        try:
+            loaded = load_records(directory)
+        except (OSError, DataFormatError) as e:
+            problems.append(str(e))
+            missing_only = missing_only and isinstance(e, OSError)
+            continue
+        for record in loaded:
+            record = dict(record)
+            if sum(r["name"] == record["name"] for r in records):  # same model in two runs
+                record["name"] = f"{record['name']} ({Path(directory).name})"
+            records.append(record)
+    if problems:
+        raise (FileNotFoundError if missing_only else DataFormatError)("; ".join(problems))
+    return records
+
+
+def report_curves(report_dirs: Sequence[str | os.PathLike]) -> list[Path]:
+    """The ``metrics.jsonl`` files next to the reports (training curves of their runs)."""
+    return [Path(d, "metrics.jsonl") for d in report_dirs if Path(d, "metrics.jsonl").is_file()]
 
 
 def compare(
@@ -252,15 +511,9 @@ def compare(
 
     A metrics JSONL next to a report (``metrics.jsonl``) adds its run to the training curves.
     """
-    records = []
-    for directory in report_dirs:
-        for record in load_records(directory):
-            record = dict(record)
-            if sum(r["name"] == record["name"] for r in records):  # same model in two runs
-                record["name"] = f"{record['name']} ({Path(directory).name})"
-            records.append(record)
-    curves = [Path(d, "metrics.jsonl") for d in report_dirs if Path(d, "metrics.jsonl").is_file()]
-    return write_report(records, out_dir, curves=curves, title="embres comparison", command=command)
+    records = merge_records(report_dirs)
+    curves = report_curves(report_dirs)
+    return write_report(records, out_dir, curves=curves, title=COMPARE_TITLE, command=command)
 
 
 def format_summary(rows: dict[str, dict]) -> str:
