@@ -65,12 +65,17 @@ def text_rows(
 
     Lines are stripped and empty ones skipped. The first ``heldout`` are returned as text;
     the rest stream lazily, tokenised in chunks with special tokens
-    (:func:`embres.tokenize.encode`) and truncated to ``max_length``.
+    (:func:`embres.tokenize.encode`) and truncated to ``max_length``. The file's encoding is
+    checked first (:func:`embres.data.text.check_utf8`).
 
     Raises:
-      ValueError: fewer than ``heldout`` lines, or no line after them.
+      ValueError: fewer than ``heldout`` lines, no line after them, or a file that is mostly
+        not UTF-8.
     """
+    from embres.data.text import check_utf8
+
     path = Path(path).expanduser()
+    check_utf8(path)
     held: list[str] = []
     with open(path, "rb") as f:
         while len(held) < heldout:
@@ -117,7 +122,8 @@ def _meta(cache: Path) -> dict | None:
     return meta
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (its partial folders are kept)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -136,7 +142,7 @@ def _remove_stale(out: Path) -> None:
             if (
                 owner == host
                 and pid.isdigit()
-                and (int(pid) == os.getpid() or not _pid_alive(int(pid)))
+                and (int(pid) == os.getpid() or not pid_alive(int(pid)))
             ):
                 shutil.rmtree(folder, ignore_errors=True)
 

@@ -11,7 +11,8 @@ The first ``heldout`` pairs are never trained on. The position is ``(epoch, byte
 pair number)``; process ``p`` of ``P`` takes the pairs ``i`` with ``i % P == p``.
 
 Rows are checked as they are read: a wrong field count or a score that is not a number
-raises ``ValueError`` naming ``file:line``.
+raises ``ValueError`` naming ``file:line``. The file's encoding is checked first
+(:func:`embres.data.text.check_utf8`: a few bad lines warn, mostly bad refuses).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from embres import tokenize
 from embres.data.batching import FilePosition, pad_batch
+from embres.data.text import check_utf8
 
 SCORE_NAMES = ("score", "label", "similarity", "relatedness_score")
 
@@ -113,6 +115,7 @@ class PairsSource(FilePosition):
         self.batch_size, self.max_length = batch_size, max_length
         self.heldout, self.count_lines = heldout, count_lines
         self.process_index, self.process_count = process_index, process_count
+        check_utf8(self.path)
         self._file = open(self.path, "rb")  # noqa: SIM115 - the stream lives with the source
         self.header = self._read_header()
         self.a, self.b, self.score = resolve_columns(
