@@ -26,20 +26,32 @@ directory with the factorised table merged back, plus sentence-transformers' mod
 so ``transformers.AutoModel`` and ``SentenceTransformer`` load it; the small factors ride
 along in ``adapter/``.
 
-A save writes a complete, self-consistent directory: weight files embres wrote there before
-and did not write this time are removed, and replacing a model is reported.
+**Every save** writes a complete, self-consistent directory. It is written into a hidden
+folder inside the target (``.embres-save-<host>-<pid>``) and moved into place only when
+complete, so a failed save leaves the earlier model as it was, never half of a new one. A
+model embres did not write (weights without embres's meta file) is never replaced. Files
+an embres export may hold (weights, ``config.json``, tokenizer and module files, ...) that
+an earlier save left and this one did not write are removed; other files are left alone.
+Replacing a model is reported in one line, naming what was there and what was removed.
+Files get the user's umask, as any file the user creates (safetensors writes ``0600``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
+import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from embres.cli import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +59,38 @@ META_FILE = "embres_static.json"
 FLOAT_FILE = "model.safetensors"
 INT8_FILE = "model_int8.safetensors"
 ADAPTER_FILE = "adapter.safetensors"
+TRANSFER_META_FILE = "embres_transfer.json"
 # The token limit of a static model: Model2Vec's default, written where every reader sees it.
 STATIC_MAX_LENGTH = 512
-# Weight files a static export may hold; a save removes those it did not write.
-_STATIC_WEIGHTS = (FLOAT_FILE, INT8_FILE, ADAPTER_FILE, "hybrid.safetensors")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "added_tokens.json",
+)
+# Every name (besides ``*.safetensors``) an embres export of any kind may hold: what a save
+# removes when an earlier save left it and this one did not write it. Nothing else is touched.
+_EXPORT_NAMES = frozenset(
+    {
+        META_FILE,
+        TRANSFER_META_FILE,
+        "config.json",
+        "generation_config.json",
+        "model.safetensors.index.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Normalize",
+        "1_Pooling",
+        "2_Normalize",
+        "adapter",
+        *TOKENIZER_FILES,
+    }
+)
+_STAGE_PREFIX = ".embres-save-"
 
 
 def quantize_int8(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,20 +124,165 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2))
 
 
-def _clear_stale(out: Path, written: set[str]) -> None:
-    """Removes weight files of an earlier save that this save did not write."""
-    for name in _STATIC_WEIGHTS:
-        if name not in written and (out / name).exists():
-            (out / name).unlink()
-            log.warning("removed %s left in %s by an earlier save", name, out)
+def _is_export_file(name: str) -> bool:
+    return name in _EXPORT_NAMES or name.endswith(".safetensors")
 
 
-def _report_replace(out: Path, files: tuple[str, ...]) -> None:
-    existing = [f for f in files if (out / f).exists()]
-    if existing:
-        message = f"replacing the model in {out} (it held {', '.join(existing)})"
-        log.warning(message)
-        print(f"[embres.export] {message}", flush=True)
+def _is_model_file(name: str) -> bool:
+    """A file that says a model is there: weights or an embres meta file."""
+    return name.endswith(".safetensors") or name in (META_FILE, TRANSFER_META_FILE)
+
+
+def _umask() -> int:
+    """The process's umask (Linux reports it in /proc; elsewhere set and restored)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _apply_umask(folder: Path) -> None:
+    """Gives every file under ``folder`` the mode a plain ``open()`` would have.
+
+    safetensors writes through a private temporary file (mode 0600) and copies keep their
+    source's mode; an export is meant to be shared like any other file the user writes.
+    """
+    mask = _umask()
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _remove_dead_stages(out: Path) -> None:
+    """Removes staging folders left in ``out`` by saves on this host that were killed."""
+    stages = list(out.glob(_STAGE_PREFIX + "*"))
+    if not stages:
+        return
+    from embres.data.cached import pid_alive
+
+    host = socket.gethostname()
+    for folder in stages:
+        owner, _, pid = folder.name[len(_STAGE_PREFIX) :].rpartition("-")
+        if owner == host and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+# Files by which a directory says embres wrote the model in it (static, transfer, compressed).
+_EMBRES_MARKERS = (META_FILE, TRANSFER_META_FILE, "adapter/adapter.json")
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuses to save over a model that embres did not write (a user's checkpoint).
+
+    Replacing an earlier embres export is the expected re-use of a directory; a Hugging
+    Face or Model2Vec model the user put there is work embres cannot give back.
+    """
+    weights = sorted(
+        p.name for p in out.iterdir() if p.name.endswith((".safetensors", ".bin", ".pt"))
+    )
+    if weights and not any((out / marker).exists() for marker in _EMBRES_MARKERS):
+        raise UsageError(
+            f"{out} holds a model embres did not write ({', '.join(weights[:3])}, no "
+            f"{META_FILE}); refusing to replace it: save to another directory, or move it "
+            "away first"
+        )
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost folder of ``path`` that does not exist yet (what mkdir will create)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _report_replace(out: Path, overwritten: list[str], removed: list[str]) -> None:
+    """One line saying what a save replaced in ``out`` (nothing when ``out`` was empty).
+
+    It names the model files that were there, any other file overwritten that is not one an
+    export holds (a user's), and what was removed.
+    """
+    held = sorted(overwritten + removed)
+    if not held:
+        return
+    models = [name for name in held if _is_model_file(name)]
+    if models:
+        message = f"replacing the model in {out} (it held {', '.join(models)})"
+        foreign = [name for name in overwritten if not _is_export_file(name)]
+        if foreign:
+            message += f"; overwritten: {', '.join(foreign)}"
+    elif overwritten:
+        message = f"overwriting {', '.join(overwritten)} in {out}"
+    else:
+        message = f"saving into {out}"
+    if removed:
+        message += f"; removed {', '.join(removed)} (not part of this save)"
+    log.info(message)
+    print(f"[embres.export] {message}", flush=True)
+
+
+def _move_into(stage: Path, out: Path) -> None:
+    """Moves a complete save from ``stage`` into ``out``, removing an earlier save's leftovers."""
+    written = {entry.name for entry in stage.iterdir()}
+    present = {p.name for p in out.iterdir() if not p.name.startswith(_STAGE_PREFIX)}
+    overwritten = sorted(written & present)
+    removed = sorted(n for n in present - written if _is_export_file(n))
+    _report_replace(out, overwritten, removed)
+    for name in removed:
+        _remove(out / name)
+    for entry in stage.iterdir():
+        target = out / entry.name
+        if target.is_symlink() or (target.exists() and (target.is_dir() or entry.is_dir())):
+            _remove(target)  # a rename replaces a file by a file, never a folder
+        os.replace(entry, target)  # a file is replaced at once: readers see old or new
+
+
+@contextlib.contextmanager
+def _staged_save(directory: str | os.PathLike) -> Iterator[Path]:
+    """An empty folder to write a save into; on success its files replace ``directory``'s.
+
+    The folder lives inside ``directory`` (same file system: every move is a rename). On an
+    exception nothing in ``directory`` has changed, and the folders this call created are
+    gone.
+
+    Raises:
+      ValueError: ``directory`` is a file, or holds a model embres did not write.
+    """
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; expected a directory to save the model in")
+    if out.is_dir():
+        _check_replaceable(out)
+    created = _first_missing(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _remove_dead_stages(out)
+    stage = out / f"{_STAGE_PREFIX}{socket.gethostname()}-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
+        _apply_umask(stage)
+        _move_into(stage, out)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def export_static(
@@ -127,10 +312,9 @@ def export_static(
       max_length: token limit every reader applies (tokenizer.json and config.json).
 
     Raises:
-      ValueError: for a table that is not 2-d or has fewer rows than the tokenizer.
+      ValueError: for a table that is not 2-d or has fewer rows than the tokenizer, or a
+        ``directory`` that is a file.
     """
-    from safetensors.numpy import save_file
-
     table = np.ascontiguousarray(table, dtype=np.float32)
     if table.ndim != 2:
         raise ValueError(f"table has shape {table.shape}; expected [vocab, dim]")
@@ -140,22 +324,44 @@ def export_static(
         )
     if not keep_float32 and not int8:
         raise ValueError("keep_float32=False needs int8=True: the directory would hold no table")
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    _report_replace(out, _STATIC_WEIGHTS)
-    written = set()
+    with _staged_save(directory) as stage:
+        _write_static(
+            stage,
+            table,
+            tokenizer,
+            normalize=normalize,
+            meta=meta,
+            int8=int8,
+            keep_float32=keep_float32,
+            adapter_params=adapter_params,
+            max_length=max_length,
+        )
+    return Path(directory)
+
+
+def _write_static(
+    out: Path,
+    table: np.ndarray,
+    tokenizer: Any,
+    *,
+    normalize: bool,
+    meta: dict[str, Any] | None,
+    int8: bool,
+    keep_float32: bool,
+    adapter_params: dict[str, np.ndarray] | None,
+    max_length: int,
+) -> None:
+    """Writes the files of :func:`export_static` into the empty folder ``out``."""
+    from safetensors.numpy import save_file
+
     if keep_float32:
         save_file({"embeddings": table}, str(out / FLOAT_FILE))
-        written.add(FLOAT_FILE)
     if int8:
         q, scale = quantize_int8(table)
         save_file({"embeddings_int8": q, "scales": scale}, str(out / INT8_FILE))
-        written.add(INT8_FILE)
     if adapter_params is not None:
         flat = {k: np.ascontiguousarray(v, np.float32) for k, v in adapter_params.items()}
         save_file(flat, str(out / ADAPTER_FILE))
-        written.add(ADAPTER_FILE)
-    _clear_stale(out, written)
     _save_tokenizer(tokenizer, out, max_length)
     _write_json(
         out / "config.json",
@@ -181,7 +387,7 @@ def export_static(
                 "type": "sentence_transformers.models.Normalize",
             }
         )
-        (out / "1_Normalize").mkdir(exist_ok=True)
+        (out / "1_Normalize").mkdir()
         (out / "1_Normalize" / "config.json").write_text("{}")
     _write_json(out / "modules.json", modules)
     info = {
@@ -193,7 +399,6 @@ def export_static(
     }
     info.update(meta or {})
     _write_json(out / META_FILE, info)
-    return out
 
 
 def load_static_table(directory: str | os.PathLike, int8: bool | None = None) -> np.ndarray:
@@ -206,6 +411,7 @@ def load_static_table(directory: str | os.PathLike, int8: bool | None = None) ->
 
     Raises:
       FileNotFoundError: naming the file that is missing.
+      ValueError: naming the file, when it holds no static table (e.g. a transformer's).
     """
     from safetensors.numpy import load_file
 
@@ -216,10 +422,79 @@ def load_static_table(directory: str | os.PathLike, int8: bool | None = None) ->
     if not (path / name).exists():
         hint = "export with int8=True" if int8 else "it was saved int8-only; load with int8=True"
         raise FileNotFoundError(f"{path / name} not found ({hint})")
+    wanted = ("embeddings_int8", "scales") if int8 else ("embeddings",)
+    tensors = load_file(str(path / name))
+    if not all(key in tensors for key in wanted):
+        raise UsageError(
+            f"{path / name} holds tensors {sorted(tensors)[:5]}, not a static table "
+            f"({', '.join(wanted)}): {_what_it_is(path)}"
+        )
     if int8:
-        tensors = load_file(str(path / INT8_FILE))
         return dequantize_int8(tensors["embeddings_int8"], tensors["scales"])
-    return load_file(str(path / FLOAT_FILE))["embeddings"]
+    return tensors["embeddings"]
+
+
+def _transformer_type(path: Path) -> str | None:
+    """The ``model_type`` of a Hugging Face transformer checkpoint in ``path``, else None."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    return None if kind in (None, "model2vec") else str(kind)
+
+
+def _what_it_is(path: Path, name: str | os.PathLike | None = None) -> str:
+    """What a directory that is not a static export is, and what loads it (for errors).
+
+    ``name`` is how the user named it (a bundled model's name rather than its folder).
+    """
+    kind = _transformer_type(path)
+    if kind is None:
+        return "not a static embres export (from ModelAdapter.save or embres.train's export/)"
+    shown = str(path if name is None else name)
+    return (
+        f"it is a transformer checkpoint (model_type {kind!r}), not a static embres export. "
+        f"Distil a static model from it with ModelAdapter({shown!r}, target_dim=...), or "
+        f"embed with the transformer itself: EmbeddingExtractor({shown!r})"
+    )
+
+
+def _bundled_model_dir(name: str | os.PathLike) -> Path | None:
+    """The directory of a bundled teacher named ``name`` (e.g. "all-MiniLM-L6-v2"), else None."""
+    from embres.models import BUNDLED, resolve
+
+    if str(name) not in BUNDLED:
+        return None
+    try:
+        return resolve(name, allow_download=False)
+    except ValueError:  # its package is not installed: nothing to say about it here
+        return None
+
+
+def _check_export_dir(directory: str | os.PathLike, path: Path) -> None:
+    """Refuses, naming the directory and what it is, a folder that is not an embres export.
+
+    Raises:
+      UsageError (a ValueError): for a transformer checkpoint (a directory or a bundled name).
+      FileNotFoundError: naming the files expected, for anything else.
+    """
+    missing = [f for f in (META_FILE, "tokenizer.json") if not (path / f).exists()]
+    if not missing and any((path / f).exists() for f in (FLOAT_FILE, INT8_FILE)):
+        return
+    if not path.exists() and (bundled := _bundled_model_dir(directory)) is not None:
+        path = bundled
+    elif not (path / "config.json").exists() and (path / "export" / "config.json").exists():
+        path = path / "export"  # a training workdir whose export is a transformer
+    if _transformer_type(path) is not None and META_FILE in missing:
+        raise UsageError(
+            f"{directory} cannot be loaded as a static model: {_what_it_is(path, directory)}"
+        )
+    raise FileNotFoundError(
+        f"{directory} is not an embres export: expected {META_FILE}, tokenizer.json and "
+        f"{FLOAT_FILE} or {INT8_FILE} (from ModelAdapter.save or embres.train's export/); "
+        f"missing: {missing or [FLOAT_FILE + ' / ' + INT8_FILE]}"
+    )
 
 
 def load_student(directory: str | os.PathLike, int8: bool | None = None, static: bool = False):
@@ -236,6 +511,8 @@ def load_student(directory: str | os.PathLike, int8: bool | None = None, static:
 
     Raises:
       FileNotFoundError: naming the directory and the files expected there.
+      ValueError: for a transformer checkpoint (naming it, and what loads it), or weight
+        files that hold no static table.
     """
     from transformers import AutoTokenizer
 
@@ -244,13 +521,7 @@ def load_student(directory: str | os.PathLike, int8: bool | None = None, static:
     path = Path(directory)
     if not (path / META_FILE).exists() and (path / "export" / META_FILE).exists():
         path = path / "export"
-    missing = [f for f in (META_FILE, "tokenizer.json") if not (path / f).exists()]
-    if missing or not any((path / f).exists() for f in (FLOAT_FILE, INT8_FILE)):
-        raise FileNotFoundError(
-            f"{directory} is not an embres export: expected {META_FILE}, tokenizer.json and "
-            f"{FLOAT_FILE} or {INT8_FILE} (from ModelAdapter.save or embres.train's export/); "
-            f"missing: {missing or [FLOAT_FILE + ' / ' + INT8_FILE]}"
-        )
+    _check_export_dir(directory, path)
     meta = json.loads((path / META_FILE).read_text())
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     normalize = bool(meta.get("normalize", True))
@@ -347,49 +618,46 @@ def export_compressed_teacher(
     from flax import traverse_util
     from safetensors.numpy import save_file
 
-    out = Path(directory)
-    _report_replace(out, (FLOAT_FILE,))
+    _check_not_the_teacher(model, directory)
     flat = traverse_util.flatten_dict(model.params)
     flat[model.table_path] = np.asarray(table, np.float32)
-    model.save(out, params=traverse_util.unflatten_dict(flat))
-    if model.tokenizer is not None and model.tokenizer.pad_token is None:
-        # sentence-transformers batches with padding and refuses a tokenizer without a pad
-        # token (GPT-2's); pads are masked everywhere, so naming one changes no vector.
-        tokenizer = copy.deepcopy(model.tokenizer)
-        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(model.pad_id)
-        tokenizer.save_pretrained(str(out))
-    write_sentence_transformers_files(
-        out,
-        dim=int(table.shape[1]),
-        pooling=model.pooling,
-        normalize=model.normalize,
-        max_length=model.max_length,
-    )
-    sub = out / "adapter"
-    sub.mkdir(exist_ok=True)
-    save_file(
-        {
-            k: np.asarray(v)
-            if np.asarray(v).dtype in (np.float16, np.float32)
-            else np.asarray(v, np.float32)
-            for k, v in factors.items()
-        },
-        str(sub / ADAPTER_FILE),
-    )
-    _write_json(sub / "adapter.json", meta)
-    return out
+    with _staged_save(directory) as out:
+        model.save(out, params=traverse_util.unflatten_dict(flat))
+        if model.tokenizer is not None and model.tokenizer.pad_token is None:
+            # sentence-transformers batches with padding and refuses a tokenizer without a pad
+            # token (GPT-2's); pads are masked everywhere, so naming one changes no vector.
+            tokenizer = copy.deepcopy(model.tokenizer)
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(model.pad_id)
+            tokenizer.save_pretrained(str(out))
+        write_sentence_transformers_files(
+            out,
+            dim=int(table.shape[1]),
+            pooling=model.pooling,
+            normalize=model.normalize,
+            max_length=model.max_length,
+        )
+        sub = out / "adapter"
+        sub.mkdir(exist_ok=True)
+        save_file(
+            {
+                k: np.asarray(v)
+                if np.asarray(v).dtype in (np.float16, np.float32)
+                else np.asarray(v, np.float32)
+                for k, v in factors.items()
+            },
+            str(sub / ADAPTER_FILE),
+        )
+        _write_json(sub / "adapter.json", meta)
+    return Path(directory)
 
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "sentencepiece.bpe.model",
-    "added_tokens.json",
-)
+def _check_not_the_teacher(model: Any, directory: str | os.PathLike) -> None:
+    """Refuses to export over the directory the teacher is read from (copied file by file)."""
+    if Path(directory).resolve() == Path(model.path).resolve():
+        raise UsageError(
+            f"{directory} is the directory the teacher {model.name!r} is read from; export "
+            "to another directory"
+        )
 
 
 def export_transfer(model: Any, meta: dict[str, Any], directory: str | os.PathLike) -> Path:
@@ -407,22 +675,22 @@ def export_transfer(model: Any, meta: dict[str, Any], directory: str | os.PathLi
       meta: written to ``embres_transfer.json`` (vocabulary, language, teacher rows kept).
       directory: output directory (created; an earlier model there is replaced, and said so).
     """
-    out = Path(directory)
-    _report_replace(out, (FLOAT_FILE,))
-    model.save(out)
-    for name in TOKENIZER_FILES:
-        (out / name).unlink(missing_ok=True)
-    tokenizer = model.tokenizer
-    if tokenizer.pad_token is None:
-        tokenizer = copy.deepcopy(tokenizer)
-        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(model.pad_id)
-    tokenizer.save_pretrained(str(out))
-    write_sentence_transformers_files(
-        out,
-        dim=int(model.config.hidden_size),
-        pooling=model.pooling,
-        normalize=model.normalize,
-        max_length=model.max_length,
-    )
-    _write_json(out / "embres_transfer.json", meta)
-    return out
+    _check_not_the_teacher(model, directory)
+    with _staged_save(directory) as out:
+        model.save(out)
+        for name in TOKENIZER_FILES:
+            (out / name).unlink(missing_ok=True)
+        tokenizer = model.tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer = copy.deepcopy(tokenizer)
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(model.pad_id)
+        tokenizer.save_pretrained(str(out))
+        write_sentence_transformers_files(
+            out,
+            dim=int(model.config.hidden_size),
+            pooling=model.pooling,
+            normalize=model.normalize,
+            max_length=model.max_length,
+        )
+        _write_json(out / TRANSFER_META_FILE, meta)
+    return Path(directory)

@@ -18,11 +18,15 @@ a static table has no notion of "the token that has seen the whole text".
 from __future__ import annotations
 
 import os
+import reprlib
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from embres.cli import UsageError
 from embres.static import StaticEmbedder
 
 
@@ -133,42 +137,68 @@ class ModelAdapter:
         distilled from) and ``corpus`` (texts, or a ``text:PATH`` / ``tfds:`` spec, become
         the training corpus, written to ``<workdir>/corpus.txt`` when given as texts).
         Sentence vectors are L2-normalised when trained, so ``normalize=False`` is refused.
+        Everything is checked before anything is trained or written. The workdir is named
+        at the start (re-running the same call resumes from its last checkpoint), and the
+        time taken and the export's folder at the end.
 
         Args:
           config_or_overrides: an ``ml_collections.ConfigDict`` used as it is, or a dict of
             dotted overrides (``{"total_steps": 100, "data.source": "text:x.txt"}``); an
             unknown key is refused by name, as the command line refuses it.
-          workdir: where checkpoints, metrics and the export go.
+          workdir: where checkpoints, metrics and the export go
+            (default ``workdirs/fit_<target_dim>``).
 
         Raises:
-          ValueError: for an unknown override key or ``normalize=False``.
+          ValueError: for overrides that are not a dict, an unknown override key or
+            ``normalize=False``.
+        """
+        from embres.train import train_and_evaluate
+
+        workdir = Path(workdir or f"workdirs/fit_{self.target_dim}")
+        config = self._fit_config(config_or_overrides, workdir)
+        _report(_start_message(config, workdir))
+        started = time.perf_counter()
+        train_and_evaluate(config, workdir)
+        export = workdir / "export"
+        trained = ModelAdapter.load(export)
+        self.embedder = trained.embedder
+        self.tokenizer = trained.tokenizer
+        self._distillation = None  # trained rows: new words get FVT over the trained table
+        _report(
+            f"done in {time.perf_counter() - started:.0f}s; the trained model is in "
+            f"{export.absolute()} (this adapter now holds it; ModelAdapter.load"
+            f"({str(export.absolute())!r}) reads it back)"
+        )
+        return self
+
+    def _fit_config(self, config_or_overrides: Any, workdir: Path):
+        """The config :meth:`fit` trains; refuses a mistake before anything is written.
+
+        A corpus given as texts is written to ``<workdir>/corpus.txt`` only once the
+        overrides are known good, and only when they do not name another source.
         """
         import ml_collections
 
         from embres import configlib
-        from embres.train import train_and_evaluate
 
-        workdir = Path(workdir or f"workdirs/fit_{self.target_dim}")
         if isinstance(config_or_overrides, ml_collections.ConfigDict):
-            config = config_or_overrides
-        else:
-            if not self.embedder.normalize:
-                raise ValueError(
-                    "ModelAdapter.fit trains normalised sentence vectors; normalize=False "
-                    "cannot be honoured (construct with normalize=True, or train with a config)"
-                )
-            config = configlib.static_student_config(self.target_dim)
-            config.model = self.source_path or self.source_model
-            config.objective.teacher_layer = self.layer
-            if self.corpus is not None:
-                config.data.source = _corpus_spec(self.corpus, workdir)
-            configlib.apply_overrides(config, dict(config_or_overrides or {}))
-        train_and_evaluate(config, workdir)
-        trained = ModelAdapter.load(workdir / "export")
-        self.embedder = trained.embedder
-        self.tokenizer = trained.tokenizer
-        self._distillation = None  # trained rows: new words get FVT over the trained table
-        return self
+            return config_or_overrides
+        overrides = _check_overrides(config_or_overrides)
+        if not self.embedder.normalize:
+            raise UsageError(
+                "ModelAdapter.fit trains normalised sentence vectors; normalize=False "
+                "cannot be honoured (construct with normalize=True, or train with a config)"
+            )
+        config = configlib.static_student_config(self.target_dim)
+        config.model = self.source_path or self.source_model
+        config.objective.teacher_layer = self.layer
+        corpus_spec, texts = _corpus_spec(self.corpus, workdir)
+        if corpus_spec is not None:
+            config.data.source = corpus_spec
+        configlib.apply_overrides(config, overrides)
+        if texts is not None and config.data.source == corpus_spec:
+            _write_corpus(texts, workdir)
+        return config
 
     def save(
         self, directory: str | os.PathLike, int8: bool = False, keep_float32: bool = True
@@ -212,6 +242,8 @@ class ModelAdapter:
 
         Raises:
           FileNotFoundError: naming the files expected.
+          ValueError: for a transformer checkpoint (naming it; ``ModelAdapter(directory)``
+            distils a static model from one, ``EmbeddingExtractor`` embeds with it).
         """
         from embres.export import load_student
 
@@ -232,19 +264,81 @@ class ModelAdapter:
         return cls(_state=state)
 
 
-def _corpus_spec(corpus: Any, workdir: Path) -> str:
-    """A ``config.data.source`` for ``corpus``: a spec string as it is, texts to a file."""
+def _report(message: str) -> None:
+    """One ``[embres.fit]`` line on stdout (process 0 only, as embres.train reports)."""
+    import jax
+
+    if jax.process_index() == 0:
+        print(f"[embres.fit] {message}", flush=True)
+
+
+def _check_overrides(overrides: Any) -> dict[str, Any]:
+    """``overrides`` as a dict of dotted keys; anything else is refused, naming what it got."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise UsageError(
+            f"ModelAdapter.fit got {reprlib.repr(overrides)} ({type(overrides).__name__}); "
+            "expected a dict of dotted overrides, e.g. {'total_steps': 100, "
+            "'data.source': 'text:corpus.txt'}, or an ml_collections.ConfigDict (nothing "
+            "was trained)"
+        )
+    keys = [k for k in overrides if not isinstance(k, str)]
+    if keys:
+        raise UsageError(
+            f"ModelAdapter.fit overrides have keys {keys!r} that are not strings; expected "
+            "dotted config keys such as 'data.source' (nothing was trained)"
+        )
+    return dict(overrides)
+
+
+def _start_message(config: Any, workdir: Path) -> str:
+    """What fit is about to do, where, and how to resume it."""
+    checkpoints = workdir / "checkpoints"
+    resuming = checkpoints.is_dir() and any(checkpoints.iterdir())
+    every = config.get("checkpoint", {}).get("every_steps", "?")
+    return (
+        f"training {config.get('model')!s} for {config.get('total_steps')} steps (batch "
+        f"{config.get('batch_size')}) in workdir {workdir.absolute()}"
+        + (", resuming from its last checkpoint" if resuming else "")
+        + f" (a checkpoint every {every} steps: re-running this fit() with the same workdir "
+        f"resumes from the last one); the loss and an ETA are printed every "
+        f"{config.get('log_every_steps')} steps"
+    )
+
+
+def _corpus_spec(corpus: Any, workdir: Path) -> tuple[str | None, Any]:
+    """(the ``config.data.source`` for ``corpus``, texts to write there or None).
+
+    A spec string is used as it is; texts go to ``<workdir>/corpus.txt`` (written later, by
+    :func:`_write_corpus`, once the rest of the config is known good).
+    """
+    if corpus is None:
+        return None, None
     if isinstance(corpus, str) and corpus.split(":", 1)[0] in ("text", "tfds"):
-        return corpus
+        return corpus, None
     if isinstance(corpus, (str, os.PathLike)):
-        raise ValueError(
+        raise UsageError(
             f"corpus={str(corpus)!r}; expected texts, or a 'text:PATH' / 'tfds:NAME' spec"
         )
+    return f"text:{workdir / 'corpus.txt'}", corpus
+
+
+def _write_corpus(texts: Any, workdir: Path) -> None:
+    """Writes texts one per line (whitespace collapsed, empty ones dropped) to corpus.txt.
+
+    Written aside and renamed, so an interrupted write never leaves half a corpus that a
+    resumed fit would train on.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "corpus.txt"
-    with open(path, "w", encoding="utf-8") as f:
-        for text in corpus:
-            line = " ".join(str(text).split())
-            if line:
-                f.write(line + "\n")
-    return f"text:{path}"
+    partial = path.with_name(f"corpus.txt.partial-{os.getpid()}")
+    try:
+        with open(partial, "w", encoding="utf-8") as f:
+            for text in texts:
+                line = " ".join(str(text).split())
+                if line:
+                    f.write(line + "\n")
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
