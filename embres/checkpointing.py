@@ -63,12 +63,15 @@ a ``total_steps`` at or below the saved step trains no further step and only eva
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
 import math
 import re
 import shutil
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -364,11 +367,58 @@ def corruption_reason(error: BaseException) -> str | None:
             message = str(e)
             for pattern, reason in _TENSORSTORE_PROOF:
                 if pattern.search(message):
-                    return f"{reason}: {message[:300]}"
+                    return f"{reason}: {_shorten(message)}"
         # As Python shows them: the explicit cause, else the context unless suppressed.
         inner = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
         todo += [inner, *getattr(e, "exceptions", ())]
     return None
+
+
+def _shorten(message: str, limit: int = 240) -> str:
+    """``message`` on one line, cut at a word boundary (with "...") when over ``limit``."""
+    text = " ".join(message.split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _from_aborted_read(exc: BaseException | None, obj: Any) -> bool:
+    """Whether an unraisable error is the debris of an Orbax read abandoned after a failure."""
+    where = getattr(getattr(obj, "cr_code", None), "co_filename", "") or repr(obj)
+    return "orbax" in where or (
+        isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+    )
+
+
+def _install_read_debris_filter() -> None:
+    """Sends what Orbax's aborted reads leave behind to the debug log, not to stderr.
+
+    When TensorStore fails on one array of a corrupt step, Orbax abandons its other pending
+    reads: their coroutines and event-loop callbacks die later (often only at exit) and
+    Python prints each as an "Exception ignored" traceback, hundreds of lines per corrupt
+    step, interleaved with our one-line message. They are consequences of the error already
+    judged by :func:`corruption_reason`. The filter logs exactly those at debug level and
+    passes every other unraisable error and thread exception on to the hook it wraps. It is
+    (re)installed on each restore unless it is already the active hook.
+    """
+    if getattr(sys.unraisablehook, "_embres_debris_filter", False):
+        return
+    previous_unraisable, previous_thread_hook = sys.unraisablehook, threading.excepthook
+
+    def unraisable(args):
+        if _from_aborted_read(args.exc_value, args.object):
+            log.debug("after an aborted checkpoint read: %r in %r", args.exc_value, args.object)
+        else:
+            previous_unraisable(args)
+
+    def thread_hook(args):
+        if _from_aborted_read(args.exc_value, args.thread):
+            log.debug("after an aborted checkpoint read: %r in %s", args.exc_value, args.thread)
+        else:
+            previous_thread_hook(args)
+
+    unraisable._embres_debris_filter = True
+    sys.unraisablehook, threading.excepthook = unraisable, thread_hook
 
 
 # ----------------------------------------------------------------------------- processes
@@ -393,6 +443,27 @@ def _from_all(value: int) -> np.ndarray:
 
 
 _READ, _CORRUPT, _FAILED = 0, 1, 2  # what one process saw when reading a step
+
+
+def newest_meta(directory: str | Path) -> tuple[int, dict] | None:
+    """``(step, meta)`` of the newest checkpoint in ``directory``, read without its arrays.
+
+    ``None`` when there is none, or when its meta does not parse (:meth:`Checkpointer.restore`
+    judges that step later). Creates nothing, so a run can check, before any expensive
+    preparation and before its checkpoint folder exists, that a checkpoint is its own.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()]
+    if not steps:
+        return None
+    step = max(steps)
+    try:
+        meta = json.loads((directory / str(step) / "meta" / "metadata").read_text())
+    except (OSError, ValueError):
+        return None
+    return (step, meta) if isinstance(meta, dict) else None
 
 
 # ----------------------------------------------------------------------------- checkpointer
@@ -457,6 +528,18 @@ class Checkpointer:
     def restore(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
         """Newest good checkpoint as ``(step, state, data_state, meta)``, or ``None``.
 
+        Reports one line per step set aside (Orbax's noise about it goes to the debug log),
+        and one line when none is left ("starting over from step 0"); the caller says which
+        step it resumes from.
+        """
+        _install_read_debris_filter()
+        restored = self._restore(abstract_state)
+        gc.collect()  # frees the abandoned reads now, while the filter is sure to be in place
+        return restored
+
+    def _restore(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
+        """Newest good checkpoint as ``(step, state, data_state, meta)``, or ``None``.
+
         Corrupt steps are moved aside and the previous one is tried; see the module
         docstring for what counts as corrupt.
 
@@ -472,10 +555,16 @@ class Checkpointer:
         for partial in self._partial_dirs():
             self.report(f"ignoring partial checkpoint {partial} (a save was interrupted)")
         below = None  # only steps below the last one tried, even if a move went wrong
+        set_aside = 0
         while True:
             steps = [s for s in self.all_steps() if below is None or s < below]
             step = _from_process_0(steps[-1] if steps else -1)
             if step < 0:
+                if set_aside:
+                    self.report(
+                        f"no usable checkpoint left in {self.directory} ({set_aside} set "
+                        "aside): starting over from step 0"
+                    )
                 return None
             below = step
             self._check_shapes(step, abstract_state)
@@ -489,6 +578,7 @@ class Checkpointer:
                     who = ", ".join(str(i) for i in np.flatnonzero(seen == _CORRUPT))
                     reason = f"process {who} found its files broken"
                 self._quarantine(step, reason)
+                set_aside += 1
                 continue
             try:
                 mismatched, unverified = self._verify(restored)
@@ -501,6 +591,7 @@ class Checkpointer:
                     f"its arrays do not match the saved fingerprint ({len(mismatched)} "
                     f"of them: {names})",
                 )
+                set_aside += 1
                 continue
             for line in unverified:
                 self.report(f"checkpoint at step {step} in {self.directory}: {line}")
@@ -540,7 +631,7 @@ class Checkpointer:
     ) -> CheckpointReadError:
         where = f"the checkpoint at step {step} in {self.directory}"
         if error is not None:
-            cause = f"{type(error).__name__}: {str(error)[:300]}"
+            cause = f"{type(error).__name__}: {_shorten(str(error))}"
         else:
             cause = f"process {', '.join(str(i) for i in processes)} could not read it"
         return CheckpointReadError(
@@ -613,8 +704,8 @@ class Checkpointer:
                 f"could not be moved to {target} ({failure or 'see process 0'}); move it by hand"
             )
         self.report(
-            f"checkpoint at step {step} in {self.directory} is corrupt ({reason}); moved it "
-            f"to {target} and falling back to the previous one"
+            f"set aside checkpoint at step {step} in {self.directory}: corrupt ({reason}); "
+            f"moved to {target}"
         )
 
     def close(self) -> None:

@@ -16,8 +16,10 @@ that holds a checkpoint resumes from it.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,11 +31,12 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from embres import adapters, configlib, data, evaluate, objectives, optim, parallel
+from embres import adapters, cli, configlib, data, evaluate, objectives, optim, parallel
 from embres.arrays import padded_rows, to_host
-from embres.checkpointing import Checkpointer, config_changes
+from embres.checkpointing import Checkpointer, config_changes, newest_meta
 from embres.evaluate import report
 from embres.evaluate.training import numeric
+from embres.locking import FileLock
 from embres.metrics import MetricWriter, check_finite, first_non_finite
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -48,6 +51,10 @@ _MULTIHOST = flags.DEFINE_bool(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Where checkpoints, logs and the export go (default: workdirs/<config>)."
 )
+flags.DEFINE_bool(
+    "verbose", False, f"Show the traceback of a user's mistake (also: {cli.VERBOSE_ENV}=1)."
+)
+PROG = "embres.train"
 
 
 def _report(message: str) -> None:
@@ -110,14 +117,60 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       "losses": {step: loss}}``.
     """
     workdir = Path(workdir)
+    lock = None
+    if jax.process_index() == 0:  # one run per workdir; the other processes join this run
+        lock = FileLock(
+            workdir / ".lock",
+            f"workdir {workdir}",
+            hint="Wait for that run to finish, or give this one another --workdir",
+        ).acquire()
+        if lock.took_over():
+            _report(lock.took_over())
+    try:
+        return _train_and_evaluate(config, workdir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def check_resumable(config: ml_collections.ConfigDict, workdir: Path, newest) -> None:
+    """Stops, before any teacher pass, a run whose workdir holds another run's checkpoint.
+
+    ``newest`` is :func:`embres.checkpointing.newest_meta` of its checkpoint folder. Another base model or another data
+    source (a saved data position means nothing to another source) is refused, naming both
+    and the ways out.
+    """
+    if newest is None:
+        return
+    step, saved = newest
+    if saved.get("base_model") != config.model:
+        raise ValueError(
+            f"{workdir} holds a checkpoint (step {step}) of base model "
+            f"{saved.get('base_model')!r}, but config.model={config.model!r}; use another "
+            "workdir (--workdir, or fit(..., workdir=...))"
+        )
+    source = (saved.get("config") or {}).get("data", {}).get("source")
+    if source is not None and source != config.data.source:
+        raise ValueError(
+            f"{workdir} holds a checkpoint (step {step}) trained on data source {source!r}, "
+            f"but this run asks for {config.data.source!r}; resuming would read the saved "
+            "position in another source. Use another workdir (--workdir, or fit(..., "
+            f"workdir=...)), resume with --config.data.source={source}, or delete "
+            f"{workdir / 'checkpoints'} to start over"
+        )
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> dict:
     t_start = time.time()
 
-    # --- Checks that need nothing loaded: names, modes, sizes, the data source.
+    # --- Checks that need nothing loaded: names, modes, sizes, the data source, and that a
+    # checkpoint in the workdir is this run's.
     configlib.check_static(config)
     kind = config.objective.kind
     objective = objectives.get(kind)
     adapter = adapters.get(config.adapter.type)
     data.check_spec(config.data.source)
+    check_resumable(config, workdir, newest_meta(workdir / "checkpoints"))
 
     # --- Mesh and sharding rules (by default: the adapter's vocab rows and the teacher's
     # table over "model"; the pmap path replicates everything).
@@ -206,11 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     restored = ckpt.restore(abstract)
     if restored is not None:
         start_step, state, data_state, saved = restored
-        if saved.get("base_model") != config.model:
-            raise ValueError(
-                f"{workdir} holds a checkpoint of base model {saved.get('base_model')!r}, but "
-                f"config.model={config.model!r}; use another --workdir"
-            )
+        check_resumable(config, workdir, (start_step, saved))  # an older step, if one was bad
         if "objective" in saved and saved["objective"] != plan.meta:
             differ = config_changes(saved["objective"], plan.meta)
             raise ValueError(
@@ -356,19 +405,70 @@ def default_workdir(config_path: str | None) -> Path:
     return Path("workdirs") / name
 
 
-def main(argv: list[str]) -> None:
-    del argv
+def _flag_error(error: Exception, argv: list[str]) -> str:
+    """A flag-parsing error on one line, naming the flag (a config's traceback: its last line)."""
+    text = str(error)
+    while len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" and "\\" in text:
+        text = ast.literal_eval(text)  # ml_collections nests a KeyError's repr in its message
+    if "Traceback (most recent call last)" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = f"{lines[0].rstrip(':')}: {lines[-1]}"
+    if not isinstance(error, flags.Error):  # a --config.<key> override naming no key
+        key = text.splitlines()[0].strip("'\"") if text else ""
+        named = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a]
+        text = f"unknown config key in {named[0] if named else 'a --config.* flag'}: " + text
+    return " ".join(text.split())
+
+
+def _missing_config_file(argv: list[str]) -> str | None:
+    """The ``--config`` file named in ``argv`` when it does not exist (checked before absl)."""
+    for i, arg in enumerate(argv):
+        value = None
+        if arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            value = argv[i + 1]
+        path = (value or "").partition(":")[0]
+        if value is not None and not Path(path).is_file():
+            return path
+    return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, but a mistake ends in one stderr line and exit code 2 (see embres.cli)."""
+    missing = _missing_config_file(argv)
+    if missing is not None:
+        sys.exit(
+            cli.fail(
+                PROG,
+                f"config file {missing} does not exist (relative to {Path.cwd()}); the "
+                "shipped configs are configs/*.py in the embres repository",
+            )
+        )
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        # Raised while absl reads argv: a flag, a config file or a --config.* override.
+        if cli.verbose_requested(argv[1:]):
+            raise
+        sys.exit(cli.fail(PROG, _flag_error(e, argv)))
+
+
+def _run() -> None:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it renames at INFO
+    if _CONFIG.value is None:
+        raise cli.UsageError("--config is required, e.g. --config=configs/lowrank.py")
     config_path = config_flags.get_config_filename(flags.FLAGS["config"])
     workdir = _WORKDIR.value or default_workdir(config_path)
-    try:
-        parallel.initialize(_MULTIHOST.value)  # before anything touches devices
-        train_and_evaluate(_CONFIG.value, workdir)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        # Config mistakes and NaN stops are the user's to fix: a message, not a traceback.
-        raise SystemExit(f"embres.train: {type(e).__name__}: {e}") from None
+    parallel.initialize(_MULTIHOST.value)  # before anything touches devices
+    train_and_evaluate(_CONFIG.value, workdir)
+
+
+def main(argv: list[str]) -> int:
+    """Trains the ``--config`` run; a user's mistake (or a NaN stop) ends in one stderr line."""
+    del argv
+    return cli.run(_run, PROG)
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
