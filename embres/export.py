@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from embres import files
 from embres.cli import UsageError
 
 log = logging.getLogger(__name__)
@@ -133,38 +134,6 @@ def _is_model_file(name: str) -> bool:
     return name.endswith(".safetensors") or name in (META_FILE, TRANSFER_META_FILE)
 
 
-def _umask() -> int:
-    """The process's umask (Linux reports it in /proc; elsewhere set and restored)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _apply_umask(folder: Path) -> None:
-    """Gives every file under ``folder`` the mode a plain ``open()`` would have.
-
-    safetensors writes through a private temporary file (mode 0600) and copies keep their
-    source's mode; an export is meant to be shared like any other file the user writes.
-    """
-    mask = _umask()
-    for path in folder.rglob("*"):
-        if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
 def _remove_dead_stages(out: Path) -> None:
     """Removes staging folders left in ``out`` by saves on this host that were killed."""
     stages = list(out.glob(_STAGE_PREFIX + "*"))
@@ -200,16 +169,6 @@ def _check_replaceable(out: Path) -> None:
         )
 
 
-def _first_missing(path: Path) -> Path | None:
-    """The topmost folder of ``path`` that does not exist yet (what mkdir will create)."""
-    missing = None
-    for folder in (path, *path.parents):
-        if folder.exists():
-            break
-        missing = folder
-    return missing
-
-
 def _report_replace(out: Path, overwritten: list[str], removed: list[str]) -> None:
     """One line saying what a save replaced in ``out`` (nothing when ``out`` was empty).
 
@@ -243,11 +202,11 @@ def _move_into(stage: Path, out: Path) -> None:
     removed = sorted(n for n in present - written if _is_export_file(n))
     _report_replace(out, overwritten, removed)
     for name in removed:
-        _remove(out / name)
+        files.remove(out / name)
     for entry in stage.iterdir():
         target = out / entry.name
         if target.is_symlink() or (target.exists() and (target.is_dir() or entry.is_dir())):
-            _remove(target)  # a rename replaces a file by a file, never a folder
+            files.remove(target)  # a rename replaces a file by a file, never a folder
         os.replace(entry, target)  # a file is replaced at once: readers see old or new
 
 
@@ -267,7 +226,7 @@ def _staged_save(directory: str | os.PathLike) -> Iterator[Path]:
         raise UsageError(f"{out} is a file; expected a directory to save the model in")
     if out.is_dir():
         _check_replaceable(out)
-    created = _first_missing(out)
+    created = files.first_missing(out)
     out.mkdir(parents=True, exist_ok=True)
     _remove_dead_stages(out)
     stage = out / f"{_STAGE_PREFIX}{socket.gethostname()}-{os.getpid()}"
@@ -275,7 +234,7 @@ def _staged_save(directory: str | os.PathLike) -> Iterator[Path]:
     stage.mkdir()
     try:
         yield stage
-        _apply_umask(stage)
+        files.apply_umask(stage)
         _move_into(stage, out)
     except BaseException:
         if created is not None:

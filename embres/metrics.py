@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
+
+from embres.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +133,8 @@ class MetricWriter:
                 dropped,
                 self.path,
             )
-        partial = self.path.with_name(self.path.name + ".tmp")
-        partial.write_text("".join(line + "\n" for line in kept))
-        os.replace(partial, self.path)  # a kill now leaves the old file or the new one
+        # A kill now leaves the old file or the new one.
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         """Logs ``metrics`` (host scalars) for ``step``."""

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from embres.evaluate.common import DataFormatError
+from embres.files import atomic_path
 
 
 def save_figure(fig: Any, path: str | os.PathLike, **options: Any) -> Path:
@@ -34,12 +35,8 @@ def save_figure(fig: Any, path: str | os.PathLike, **options: Any) -> Path:
     The format follows the file's suffix (``.png`` when it has none), as ``savefig`` does.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", **options)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

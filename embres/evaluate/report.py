@@ -58,6 +58,7 @@ from embres.evaluate.plots import (
     short_names,
     tradeoff_figure,
 )
+from embres.files import atomic_write_text
 
 __all__ = [
     "AXIS_TITLES",
@@ -306,21 +307,6 @@ def plot_notes(records: Sequence[dict[str, Any]]) -> list[str]:
                 + (f" ({', '.join(both)})" if both else "")
             )
     return notes
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``.
-
-    A reader (or a run killed mid-write) sees the old file or the new one, never a part.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def write_report(

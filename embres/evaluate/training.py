@@ -43,6 +43,7 @@ import numpy as np
 
 from embres.evaluate.common import EmbedFn
 from embres.evaluate.tasks import TRAINING_TASKS, evaluator_class, info_options
+from embres.files import atomic_write_text
 
 Model = tuple[EmbedFn, dict[str, Any]]
 # (spec name, spec options, teacher, texts) -> metrics / reference vectors.
@@ -189,14 +190,11 @@ def _read_disk(path) -> dict[str, Any] | None:
 
 def _write_disk(path, metrics: Mapping[str, Any]) -> None:
     import json
-    import os
 
     if path is None or not metrics or numeric(metrics).keys() != metrics.keys():
         return  # Skipped results (missing data) are not kept
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps({k: float(v) for k, v in metrics.items()}))
-    os.replace(partial, path)
+    atomic_write_text(path, json.dumps({k: float(v) for k, v in metrics.items()}))
 
 
 def run_training_evals(

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ import numpy as np
 
 from embres import linalg
 from embres import pooling as pooling_lib
+from embres.files import atomic_path
 from embres.objectives import Plan, common, language, losses
 from embres.objectives.static_distill import matryoshka_dims
 
@@ -109,9 +109,8 @@ def _teacher_targets(host: Any, texts: list[str], cache_dir: Path, key: dict, ba
     log(f"teacher: embedding {len(texts):,} source-language texts once (cached in {cache_dir})")
     targets = np.asarray(common.extractor_fn(host, batch)(texts), np.float32)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}.npy")
-    np.save(partial, targets)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        np.save(partial, targets)
     return targets
 
 
@@ -122,9 +121,8 @@ def _cached_rows(path: Path, compute, log) -> np.ndarray:
     log(f"computing {path.name} once (cached in {path.parent})")
     rows = np.asarray(compute(), np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}.npy")
-    np.save(partial, rows)
-    os.replace(partial, path)
+    with atomic_path(path) as partial:
+        np.save(partial, rows)
     return rows
 
 
