@@ -83,7 +83,9 @@ def run(
     except user_errors as e:
         if verbose_requested(argv):
             raise
-        fail(prog, one_line(e) + f" (for the traceback: --verbose or {VERBOSE_ENV}=1)")
+        # A UsageError is complete in itself; elsewhere the traceback may help a bug report.
+        hint = "" if isinstance(e, UsageError) else f" (traceback: --verbose or {VERBOSE_ENV}=1)"
+        fail(prog, one_line(e) + hint)
         return USAGE_EXIT
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)

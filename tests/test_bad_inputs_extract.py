@@ -453,7 +453,7 @@ def test_python_m_embres_unknown_model_is_one_line_and_exit_2(tmp_path):
     assert run.returncode == 2, run.stderr
     assert len(lines) == 1, run.stderr
     assert lines[0].startswith("python -m embres: error: unknown model 'nope'. Known names:")
-    assert lines[0].endswith("(for the traceback: --verbose or EMBRES_VERBOSE=1)")
+    assert lines[0].endswith("(traceback: --verbose or EMBRES_VERBOSE=1)")
     assert run.stdout == "" and list(tmp_path.iterdir()) == []
 
 
