@@ -15,6 +15,7 @@ Usage in a command's entry point::
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -36,6 +37,36 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FloatingPointError,
     TimeoutError,
 )
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one stderr line (``<error_prog>: error: ...``), exit 2.
+
+    argparse prints the whole usage block before its error line; the usage adds nothing to
+    "unknown tasks ['x']" and buries it, so the line points to --help instead. Subcommand
+    parsers (``add_subparsers``) are of this class too.
+
+    Args:
+      error_prog: how error lines start (default: ``prog``).
+    """
+
+    def __init__(self, *args, error_prog: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.error_prog = error_prog
+
+    def add_subparsers(self, **kwargs):
+        action = super().add_subparsers(**kwargs)
+        add_parser = action.add_parser
+
+        def add_with_error_prog(name, **options):
+            options.setdefault("error_prog", self.error_prog)
+            return add_parser(name, **options)
+
+        action.add_parser = add_with_error_prog
+        return action
+
+    def error(self, message: str):
+        sys.exit(fail(self.error_prog or self.prog, f"{message} (see --help)"))
 
 
 def verbose_requested(argv: Sequence[str] | None = None) -> bool:

@@ -320,3 +320,9 @@ def test_cli_stats_train_and_errors(tmp_path, capsys, tr_text):
     assert main(["stats", "--tokenizer", "no-such-model", "--text", str(text)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'no-such-model'" in err[0]
+    assert err[0].startswith("embres.vocab: error: ")
+    with pytest.raises(SystemExit) as e:  # argparse's own mistakes: one line too
+        main(["stats", "--tokenizer", str(out), "--text", str(text), "--dimm", "8"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--dimm" in err[0] and err[0].startswith("embres.vocab: error: ")

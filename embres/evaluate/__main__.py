@@ -40,7 +40,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from embres import cli
 from embres.evaluate import TASKS, evaluate_model
@@ -58,17 +58,6 @@ PROG = "embres.evaluate"  # how error lines start: "embres.evaluate: error: ..."
 TASK_FAILED = 1
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one stderr line (``embres.evaluate: error: ...``).
-
-    argparse prints the whole usage block before its error line; the usage adds nothing to
-    "unknown tasks ['x']" and buries it, so the line points to --help instead.
-    """
-
-    def error(self, message: str) -> NoReturn:
-        sys.exit(cli.fail(PROG, f"{message} (see --help)"))
-
-
 def positive_int(text: str) -> int:
     """An argparse type: an integer above zero (0 or -1 batches would fail only mid-run)."""
     try:
@@ -80,10 +69,11 @@ def positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> OneLineParser:
+def build_parser() -> cli.ArgumentParser:
     """The command line's parser (see the module docstring)."""
-    p = OneLineParser(
+    p = cli.ArgumentParser(
         prog="python -m embres.evaluate",
+        error_prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from embres import cli
 from embres.vocab import build
+
+PROG = "embres.vocab"  # how error lines start: "embres.vocab: error: ..."
 
 
 class CliError(Exception):
@@ -124,7 +127,10 @@ def trim(args) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m embres.vocab", description=__doc__.split("\n")[0])
+    p = cli.ArgumentParser(
+        prog="python -m embres.vocab", error_prog=PROG, description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--verbose", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(s, text_required=True):
@@ -162,13 +168,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
+    """Runs one subcommand; returns the exit status (a mistake: one stderr line and 2)."""
+
+    def run() -> None:
+        args = parser().parse_args(argv)
         args.run(args)
-    except (CliError, ValueError, NotImplementedError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    errors = (*cli.USER_ERRORS, CliError, NotImplementedError)
+    return cli.run(run, prog=PROG, argv=argv, user_errors=errors)
 
 
 if __name__ == "__main__":
