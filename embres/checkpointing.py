@@ -72,6 +72,7 @@ import re
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -390,7 +391,7 @@ def _from_aborted_read(exc: BaseException | None, obj: Any) -> bool:
     )
 
 
-def _install_read_debris_filter() -> None:
+def _install_read_debris_filter() -> Callable[[], None] | None:
     """Sends what Orbax's aborted reads leave behind to the debug log, not to stderr.
 
     When TensorStore fails on one array of a corrupt step, Orbax abandons its other pending
@@ -398,11 +399,15 @@ def _install_read_debris_filter() -> None:
     Python prints each as an "Exception ignored" traceback, hundreds of lines per corrupt
     step, interleaved with our one-line message. They are consequences of the error already
     judged by :func:`corruption_reason`. The filter logs exactly those at debug level and
-    passes every other unraisable error and thread exception on to the hook it wraps. It is
-    (re)installed on each restore unless it is already the active hook.
+    passes every other unraisable error and thread exception on to the hook it wraps.
+
+    It must be in place before the reads start (a thread binds ``threading.excepthook`` when
+    it is created). Returns a function that puts the previous hooks back (``None`` when the
+    filter was already active): a restore that set nothing aside calls it, while after a
+    corrupt step it stays, since the debris may only surface at exit.
     """
     if getattr(sys.unraisablehook, "_embres_debris_filter", False):
-        return
+        return None
     previous_unraisable, previous_thread_hook = sys.unraisablehook, threading.excepthook
 
     def unraisable(args):
@@ -419,6 +424,11 @@ def _install_read_debris_filter() -> None:
 
     unraisable._embres_debris_filter = True
     sys.unraisablehook, threading.excepthook = unraisable, thread_hook
+
+    def remove() -> None:
+        sys.unraisablehook, threading.excepthook = previous_unraisable, previous_thread_hook
+
+    return remove
 
 
 # ----------------------------------------------------------------------------- processes
@@ -483,6 +493,7 @@ class Checkpointer:
         self.directory = Path(directory).absolute()
         self.report = report or log.warning
         self.every_steps = every_steps
+        self._set_aside = 0  # steps moved aside by this checkpointer
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=every_steps,
             max_to_keep=keep,
@@ -532,9 +543,14 @@ class Checkpointer:
         and one line when none is left ("starting over from step 0"); the caller says which
         step it resumes from.
         """
-        _install_read_debris_filter()
-        restored = self._restore(abstract_state)
-        gc.collect()  # frees the abandoned reads now, while the filter is sure to be in place
+        remove_filter = _install_read_debris_filter()
+        try:
+            restored = self._restore(abstract_state)
+        finally:
+            if self._set_aside:
+                gc.collect()  # frees the abandoned reads now, while the filter is in place
+            elif remove_filter is not None:
+                remove_filter()  # nothing was corrupt: no debris to expect
         return restored
 
     def _restore(self, abstract_state: Any) -> tuple[int, Any, dict, dict] | None:
@@ -555,14 +571,13 @@ class Checkpointer:
         for partial in self._partial_dirs():
             self.report(f"ignoring partial checkpoint {partial} (a save was interrupted)")
         below = None  # only steps below the last one tried, even if a move went wrong
-        set_aside = 0
         while True:
             steps = [s for s in self.all_steps() if below is None or s < below]
             step = _from_process_0(steps[-1] if steps else -1)
             if step < 0:
-                if set_aside:
+                if self._set_aside:
                     self.report(
-                        f"no usable checkpoint left in {self.directory} ({set_aside} set "
+                        f"no usable checkpoint left in {self.directory} ({self._set_aside} set "
                         "aside): starting over from step 0"
                     )
                 return None
@@ -578,7 +593,6 @@ class Checkpointer:
                     who = ", ".join(str(i) for i in np.flatnonzero(seen == _CORRUPT))
                     reason = f"process {who} found its files broken"
                 self._quarantine(step, reason)
-                set_aside += 1
                 continue
             try:
                 mismatched, unverified = self._verify(restored)
@@ -591,7 +605,6 @@ class Checkpointer:
                     f"its arrays do not match the saved fingerprint ({len(mismatched)} "
                     f"of them: {names})",
                 )
-                set_aside += 1
                 continue
             for line in unverified:
                 self.report(f"checkpoint at step {step} in {self.directory}: {line}")
@@ -681,8 +694,10 @@ class Checkpointer:
         """Moves a corrupt step folder aside (kept for inspection) so it is never read again.
 
         Process 0 moves; a barrier makes every process wait for the move before it reloads
-        the manager's list of steps.
+        the manager's list of steps. Orbax's debris of the failed read goes to the debug log
+        from here on (see :func:`_install_read_debris_filter`).
         """
+        self._set_aside += 1
         source = self.directory / str(step)
         folder = self.directory.parent / "corrupt_checkpoints"
         names = itertools.chain([str(step)], (f"{step}.{i}" for i in itertools.count(1)))

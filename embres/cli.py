@@ -19,8 +19,10 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 VERBOSE_ENV = "EMBRES_VERBOSE"
+OFF = ("0", "false", "no")  # values of --verbose= / $EMBRES_VERBOSE that mean "no"
 USAGE_EXIT = 2
 
 
@@ -28,15 +30,33 @@ class UsageError(ValueError):
     """A mistake in what the user asked for: reported in one line, never with a traceback."""
 
 
-# What a user can cause and fix. ValueError covers embres's own messages (UnknownModelError,
-# data format errors, config checks), OSError the files named on the command line, and
-# FloatingPointError the NaN stop of a training run (its message says which step).
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    OSError,
-    FloatingPointError,
-    TimeoutError,
-)
+# What a user can cause and fix: embres raises these with a message written for the user
+# (UnknownModelError, data format errors, config checks, the NaN stop naming its step).
+# They count as the user's only when raised by embres's own code (see is_user_error): the
+# same types raised inside a library on embres's behalf are bugs and keep their traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, FloatingPointError)
+
+# Files the user named that are missing or unreadable: the user's wherever they are raised.
+FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def raised_by_embres(error: BaseException) -> bool:
+    """Whether the innermost frame of ``error``'s traceback is in embres's own code."""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
+
+
+def is_user_error(error: BaseException, user_errors=USER_ERRORS) -> bool:
+    """A UsageError, a file error, or one of ``user_errors`` raised by embres itself."""
+    if isinstance(error, (UsageError, *FILE_ERRORS)):
+        return True
+    return isinstance(error, user_errors) and raised_by_embres(error)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -73,7 +93,10 @@ def verbose_requested(argv: Sequence[str] | None = None) -> bool:
     """True when ``--verbose`` is on the command line or ``$EMBRES_VERBOSE`` is set (not 0)."""
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ.get(VERBOSE_ENV, "").strip().lower()
-    return "--verbose" in argv or env not in ("", "0", "false", "no")
+    flag = any(
+        a == "--verbose" or (a.startswith("--verbose=") and a[10:].lower() not in OFF) for a in argv
+    )
+    return flag or env not in ("", *OFF)
 
 
 def one_line(error: BaseException) -> str:
@@ -88,13 +111,17 @@ def one_line(error: BaseException) -> str:
         and str(error.filename) not in text
     ):
         text = f"{text}: {error.filename}"
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return " | ".join(lines) or type(error).__name__
+    return join_lines(text) or type(error).__name__
+
+
+def join_lines(text: str) -> str:
+    """``text``'s non-blank lines, stripped and joined by ' | ': one line for a log or table."""
+    return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
 def fail(prog: str, message: str) -> int:
     """Prints ``<prog>: error: <message>`` to stderr as one line; returns the usage exit code."""
-    print(f"{prog}: error: {' | '.join(message.strip().splitlines())}", file=sys.stderr, flush=True)
+    print(f"{prog}: error: {join_lines(message)}", file=sys.stderr, flush=True)
     return USAGE_EXIT
 
 
@@ -106,13 +133,14 @@ def run(
 ) -> int:
     """Calls ``main()``; a user's mistake becomes one stderr line and exit code 2.
 
+    A mistake is what :func:`is_user_error` says; anything else keeps its traceback (exit 1).
     With ``--verbose`` in ``argv`` (default ``sys.argv[1:]``) or ``$EMBRES_VERBOSE`` set, the
     error propagates with its traceback instead.
     """
     try:
         return int(main() or 0)
     except user_errors as e:
-        if verbose_requested(argv):
+        if verbose_requested(argv) or not is_user_error(e, user_errors):
             raise
         # A UsageError is complete in itself; elsewhere the traceback may help a bug report.
         hint = "" if isinstance(e, UsageError) else f" (traceback: --verbose or {VERBOSE_ENV}=1)"

@@ -32,6 +32,17 @@ except ImportError:  # Windows: no flock; run unlocked (documented in the README
     fcntl = None
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (leftovers of a live one are kept)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True
+
+
 class LockedError(UsageError):
     """The resource is held by another live process (named in the message)."""
 
@@ -74,6 +85,7 @@ class FileLock:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
+            existed = self.path.exists()
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,8 +97,11 @@ class FileLock:
                         f"{self.what} is in use by {holder}; lock file {self.path}"
                         + (f". {self.hint}" if self.hint else "")
                     ) from None
-                # A file system without flock (some network mounts): say so, go on unlocked.
+                # A file system without flock (some network mounts): say so, go on unlocked,
+                # and leave no lock file that would look held to a reader.
                 log.warning("cannot lock %s (%s); running without a lock", self.path, e)
+                if not existed:
+                    self.path.unlink(missing_ok=True)
                 return self
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino

@@ -36,7 +36,7 @@ from embres.arrays import padded_rows, to_host
 from embres.checkpointing import Checkpointer, config_changes, newest_meta
 from embres.evaluate import report
 from embres.evaluate.training import numeric
-from embres.locking import FileLock
+from embres.locking import FileLock, LockedError
 from embres.metrics import MetricWriter, check_finite, first_non_finite
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -117,20 +117,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       "losses": {step: loss}}``.
     """
     workdir = Path(workdir)
-    lock = None
-    if jax.process_index() == 0:  # one run per workdir; the other processes join this run
-        lock = FileLock(
-            workdir / ".lock",
-            f"workdir {workdir}",
-            hint="Wait for that run to finish, or give this one another --workdir",
-        ).acquire()
-        if lock.took_over():
-            _report(lock.took_over())
+    # Checks that need nothing loaded (names, modes, sizes, the data source) come first, so a
+    # mistake leaves no trace, not even an empty workdir.
+    configlib.check_static(config)
+    objective = objectives.get(config.objective.kind)
+    adapter = adapters.get(config.adapter.type)
+    data.check_spec(config.data.source)
+    lock = _lock_workdir(workdir)
     try:
-        return _train_and_evaluate(config, workdir)
+        return _train_and_evaluate(config, workdir, objective, adapter)
     finally:
         if lock is not None:
             lock.release()
+
+
+def _lock_workdir(workdir: Path) -> FileLock | None:
+    """One run per workdir: process 0 holds ``<workdir>/.lock``; every process hears the verdict.
+
+    The other processes of a multi-process run share process 0's workdir and join its run;
+    when the lock is refused, they stop too (with a pointer to process 0's message) instead
+    of walking into collectives process 0 never reaches.
+    """
+    lock, refused = None, None
+    if jax.process_index() == 0:
+        try:
+            lock = FileLock(
+                workdir / ".lock",
+                f"workdir {workdir}",
+                hint="Wait for that run to finish, or give this one another --workdir",
+            ).acquire()
+        except LockedError as e:
+            refused = e
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        ok = multihost_utils.broadcast_one_to_all(np.int32(refused is None))
+        if not int(ok) and refused is None:
+            refused = LockedError(f"workdir {workdir} is in use (see process 0's message)")
+    if refused is not None:
+        raise refused
+    if lock is not None and lock.took_over():
+        _report(lock.took_over())
+    return lock
 
 
 def check_resumable(config: ml_collections.ConfigDict, workdir: Path, newest) -> None:
@@ -160,16 +188,11 @@ def check_resumable(config: ml_collections.ConfigDict, workdir: Path, newest) ->
         )
 
 
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: Path) -> dict:
+def _train_and_evaluate(config, workdir: Path, objective, adapter) -> dict:
     t_start = time.time()
-
-    # --- Checks that need nothing loaded: names, modes, sizes, the data source, and that a
-    # checkpoint in the workdir is this run's.
-    configlib.check_static(config)
     kind = config.objective.kind
-    objective = objectives.get(kind)
-    adapter = adapters.get(config.adapter.type)
-    data.check_spec(config.data.source)
+
+    # --- A checkpoint in the workdir must be this run's (read without loading anything).
     check_resumable(config, workdir, newest_meta(workdir / "checkpoints"))
 
     # --- Mesh and sharding rules (by default: the adapter's vocab rows and the teacher's
@@ -413,25 +436,37 @@ def _flag_error(error: Exception, argv: list[str]) -> str:
     if "Traceback (most recent call last)" in text:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         text = f"{lines[0].rstrip(':')}: {lines[-1]}"
-    if not isinstance(error, flags.Error):  # a --config.<key> override naming no key
+    if not isinstance(error, flags.Error):
+        # A --config.<key> override naming no key, or else a mistake inside the config file.
         key = text.splitlines()[0].strip("'\"") if text else ""
-        named = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a]
-        text = f"unknown config key in {named[0] if named else 'a --config.* flag'}: " + text
+        named = [
+            flag
+            for flag in (a.split("=")[0] for a in argv if a.startswith("--config."))
+            if key in flag.split(".")[1:]
+        ]
+        if named:
+            text = f"unknown config key in {named[0]}: {text}"
+        else:
+            config = (_config_arg(argv) or "?").partition(":")[0]
+            text = f"error in config file {config}: {type(error).__name__}: {text}"
     return " ".join(text.split())
+
+
+def _config_arg(argv: list[str]) -> str | None:
+    """The value of ``--config`` in ``argv`` (``--config=x`` or ``--config x``), if any."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
 
 
 def _missing_config_file(argv: list[str]) -> str | None:
     """The ``--config`` file named in ``argv`` when it does not exist (checked before absl)."""
-    for i, arg in enumerate(argv):
-        value = None
-        if arg.startswith("--config="):
-            value = arg.split("=", 1)[1]
-        elif arg == "--config" and i + 1 < len(argv):
-            value = argv[i + 1]
-        path = (value or "").partition(":")[0]
-        if value is not None and not Path(path).is_file():
-            return path
-    return None
+    value = _config_arg(argv)
+    path = (value or "").partition(":")[0]
+    return path if value is not None and not Path(path).is_file() else None
 
 
 def parse_flags(argv: list[str]) -> list[str]:

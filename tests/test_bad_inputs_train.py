@@ -90,7 +90,6 @@ def test_second_trainer_on_a_workdir_stops_naming_the_holder(tiny_model, tmp_pat
         assert f"pid {first.pid}" in lines[0] and socket.gethostname() in lines[0]
         assert "another --workdir" in lines[0]
         assert first.poll() is None, "the holder must be untouched by the refused run"
-        assert not (work / "export").exists()
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
@@ -99,6 +98,14 @@ def test_second_trainer_on_a_workdir_stops_naming_the_holder(tiny_model, tmp_pat
     assert third.returncode == 0, third.stderr
     assert f"took over the lock left by pid {first.pid}" in third.stdout
     assert not (work / ".lock").exists()
+
+
+def test_config_mistake_leaves_no_workdir(tiny_model, tmp_path):
+    config = tiny_config(tiny_model, total_steps=2)
+    config.adapter.type = "lowrnk"
+    with pytest.raises(ValueError, match="lowrnk"):
+        train.train_and_evaluate(config, tmp_path / "work")
+    assert not (tmp_path / "work").exists()
 
 
 def test_lock_is_released_when_a_run_fails(tiny_model, tmp_path):
@@ -220,3 +227,17 @@ def test_cli_verbose_brings_the_traceback_back(tmp_path):
     args = ["-m", "embres.train", "--config=configs/lowrank.py:runlocal", "--config.model=nope"]
     result = _run([sys.executable, *args, f"--workdir={tmp_path}", "--verbose"])
     assert result.returncode != 0 and "Traceback (most recent call last)" in result.stderr
+
+
+def test_cli_config_file_bug_names_the_file_not_an_override(tmp_path):
+    config = tmp_path / "bug.py"
+    config.write_text(
+        "import ml_collections\n\n\ndef get_config(arg=None):\n"
+        "    c = ml_collections.ConfigDict()\n    c.data = ml_collections.ConfigDict()\n"
+        "    c.data.sourc.x = 1\n    return c\n"
+    )
+    result = _run([sys.executable, "-m", "embres.train", f"--config={config}"])
+    lines = _stderr_lines(result)
+    assert result.returncode == 2 and len(lines) == 1, lines
+    assert f"error in config file {config}" in lines[0] and "sourc" in lines[0]
+    assert "--config.* flag" not in lines[0]

@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from embres import pooling, tokenize
+from embres.locking import pid_alive
 
 CACHE_VERSION = 2
 FILES = ("ids.npy", "lengths.npy", "targets.npy", "heldout.json", "meta.json")
@@ -120,17 +121,6 @@ def _meta(cache: Path) -> dict | None:
     if not all((cache / name).is_file() for name in FILES):
         return None
     return meta
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host still runs (its partial folders are kept)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _remove_stale(out: Path) -> None:

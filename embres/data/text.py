@@ -51,6 +51,14 @@ def _bad_lines(block: bytes) -> list[int]:
     return bad
 
 
+def _character_start(data: bytes, index: int) -> int:
+    """The start of the UTF-8 character holding byte ``index`` (continuation bytes: 10xxxxxx)."""
+    back = index
+    while back > max(0, index - 3) and data[back] & 0xC0 == 0x80:
+        back -= 1
+    return back
+
+
 def scan_utf8(path: str | os.PathLike) -> Utf8Scan:
     """Counts the lines of ``path`` that do not decode as UTF-8, reading it once.
 
@@ -67,11 +75,17 @@ def scan_utf8(path: str | os.PathLike) -> Utf8Scan:
             at_end = not block
             block = carry + block
             cut = len(block) if at_end else block.rfind(b"\n") + 1
+            # A line longer than a few blocks (a file with no newline at all) is scanned in
+            # pieces cut between characters, so ``carry`` never grows without bound.
+            forced = cut == 0 and len(block) >= 4 * _SCAN_BLOCK and not at_end
+            if forced:
+                cut = _character_start(block, len(block) - 1)
             body, carry = block[:cut], block[cut:]
             if body:
                 # The last piece of a body ending in "\n" is empty; at the end of the file it
-                # is the unterminated last line.
-                count = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+                # is the unterminated last line; a forced piece continues on the next.
+                ends_line = body.endswith(b"\n") or forced
+                count = body.count(b"\n") + (0 if ends_line else 1)
                 try:
                     body.decode("utf-8")
                 except UnicodeDecodeError:

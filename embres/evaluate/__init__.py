@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from embres.cli import join_lines
 from embres.evaluate.common import DataFormatError, Skipped
 from embres.evaluate.models import load_embedder, register_detector, register_loader
 from embres.evaluate.tasks import TASKS, TRAINING_TASKS, build_evaluator
@@ -149,6 +150,5 @@ def _record_error(
 ) -> None:
     entry = record["errors"][task] = error_entry(error)
     if log is not None:
-        message = " | ".join(line for line in entry["message"].splitlines() if line.strip())
-        log(f"{record['name']}  {task}: FAILED: {entry['type']}: {message}")
+        log(f"{record['name']}  {task}: FAILED: {entry['type']}: {join_lines(entry['message'])}")
     on_error(task, error)

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from embres.cli import join_lines
 from embres.evaluate.common import DataFormatError
 from embres.evaluate.plots import (
     AXIS_TITLES,
@@ -171,10 +172,6 @@ def _row(cells: Sequence[Any]) -> str:
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
-def _one_line(text: str) -> str:
-    return " | ".join(line.strip() for line in str(text).splitlines() if line.strip())
-
-
 def headline_table(records: Sequence[dict[str, Any]]) -> list[str]:
     """The table (a model per row, a headline metric per column), or a sentence instead.
 
@@ -235,7 +232,7 @@ def markdown(
     if failures:
         lines += ["", "## Failed", ""]
         lines += [
-            f"- **{name} · {task}**: {e.get('type', 'Error')}: {_one_line(e.get('message', ''))}"
+            f"- **{name} · {task}**: {e.get('type', 'Error')}: {join_lines(e.get('message', ''))}"
             for name, task, e in failures
         ]
     skipped = [(r["name"], k, v) for r in records for k, v in r.get("skipped", {}).items()]
