@@ -175,3 +175,68 @@ class MetricWriter:
             self._bar.close()
         if self._tb is not None:
             self._tb.close()
+
+
+# ----------------------------------------------------------------------------- MFU
+
+
+def compiled_flops(compiled: Any) -> float | None:
+    """FLOPs of one call of a compiled XLA program, from XLA's cost analysis (None if absent).
+
+    For a program partitioned over a mesh this is the per-device program's count.
+    """
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - a backend without cost analysis: no MFU, not an error
+        return None
+    if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+        cost = cost[0] if cost else {}
+    flops = (cost or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def matmul_peak(device: Any, n: int = 8192, dtype: Any = None, reps: int = 10) -> float:
+    """Measured FLOP/s of an ``n x n`` matmul (bf16 by default) on ``device``: MFU's ceiling.
+
+    Measured rather than taken from a data sheet, so MFU is relative to what this card and
+    this jax build reach on the easiest dense work.
+    """
+    import jax.numpy as jnp
+
+    x = jax.device_put(jnp.ones((n, n), dtype or jnp.bfloat16), device)
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(x).block_until_ready()  # compile
+    start = time.perf_counter()
+    for _ in range(reps):
+        y = matmul(x)
+    y.block_until_ready()
+    return 2.0 * n**3 * reps / (time.perf_counter() - start)
+
+
+class FlopMeter:
+    """Model FLOPs utilisation of a jitted step: XLA's FLOP count per batch shape / a peak.
+
+    Args:
+      jitted: the ``jax.jit`` step; each new batch shape is lowered and compiled once more
+        (ahead of time, for its cost analysis).
+      peak: FLOP/s per device to compare against (:func:`matmul_peak`).
+    """
+
+    def __init__(self, jitted: Any, peak: float):
+        self.jitted = jitted
+        self.peak = peak
+        self._flops: dict[tuple, float] = {}
+        self._since_read = 0.0
+
+    def count(self, *args: Any) -> None:
+        """Adds one call of ``jitted(*args)`` (call it with the arguments of each step)."""
+        key = tuple((tuple(x.shape), str(x.dtype)) for x in jax.tree.leaves(args))
+        if key not in self._flops:
+            self._flops[key] = compiled_flops(self.jitted.lower(*args).compile()) or 0.0
+        self._since_read += self._flops[key]
+
+    def read(self, seconds: float) -> float:
+        """MFU over the calls counted since the last read, which took ``seconds``."""
+        value = self._since_read / max(seconds, 1e-9) / self.peak
+        self._since_read = 0.0
+        return value

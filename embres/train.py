@@ -37,7 +37,13 @@ from embres.checkpointing import Checkpointer, config_changes, newest_meta
 from embres.evaluate import report
 from embres.evaluate.training import numeric
 from embres.locking import FileLock, LockedError
-from embres.metrics import MetricWriter, check_finite, first_non_finite
+from embres.metrics import (
+    FlopMeter,
+    MetricWriter,
+    check_finite,
+    first_non_finite,
+    matmul_peak,
+)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file (configs/*.py[:arg]).", lock_config=True
@@ -103,6 +109,15 @@ def run_evals(config, plan, params, step: int, final: bool, heldout: list[str]) 
             {k: info[k] for k in ("table_bytes", "total_bytes") if k in info}
         )
     return results
+
+
+def mfu_peak(device) -> float | None:
+    """The FLOP/s MFU is logged against: a measured bf16 matmul on an accelerator, else None.
+
+    A CPU has no meaningful matmul ceiling for this (and measuring one costs seconds), so
+    CPU runs log examples/s only.
+    """
+    return None if device.platform == "cpu" else matmul_peak(device)
 
 
 # ----------------------------------------------------------------------------- the script
@@ -320,6 +335,7 @@ def _train_and_evaluate(config, workdir: Path, objective, adapter) -> dict:
 
     # --- The step: jit over the mesh (default) or the same function under pmap.
     trace_count = [0]
+    meter = None  # MFU on an accelerator (jit path)
     train_step = make_train_step(plan.loss, tx, schedule, config.seed, trace_count)
     if use_pmap:
         step_fn = parallel.pmap_step(train_step)
@@ -336,9 +352,16 @@ def _train_and_evaluate(config, workdir: Path, objective, adapter) -> dict:
         frozen_shardings = parallel.tree_shardings(plan.frozen, mesh, rules, check=True)
         frozen = jax.device_put(plan.frozen, frozen_shardings)
         jitted = parallel.jit_step(train_step, shardings, batch_shard, frozen_shardings)
+        peak = mfu_peak(devices[0])
+        if peak is not None:
+            meter = FlopMeter(jitted, peak)
+            _report(f"MFU logged against a measured bf16 matmul: {peak / 1e12:.1f} TFLOP/s")
 
         def run_step(state, batch):
-            return jitted(state, parallel.put_batch(batch, batch_shard), frozen)
+            args = (state, parallel.put_batch(batch, batch_shard), frozen)
+            if meter is not None:
+                meter.count(*args)
+            return jitted(*args)
 
         def host_state(state):
             return state
@@ -371,8 +394,11 @@ def _train_and_evaluate(config, workdir: Path, objective, adapter) -> dict:
         losses.update({s: v["loss"] for s, v in zip(steps, values, strict=True)})
         writer.advance(step, values[-1]["loss"])
         if log_now:
-            rate = steps_since_log * config.batch_size / max(time.time() - t_log, 1e-9)
-            writer.write(step, {**values[-1], "examples_per_s": rate})
+            seconds = max(time.time() - t_log, 1e-9)
+            speed = {"examples_per_s": steps_since_log * config.batch_size / seconds}
+            if meter is not None:
+                speed["mfu"] = meter.read(seconds)
+            writer.write(step, {**values[-1], **speed})
             t_log, steps_since_log = time.time(), 0
         if ckpt.save(step, host_state(state), plan.source.get_state(), meta, force=final):
             last_good = step

@@ -62,3 +62,22 @@ def test_check_finite_names_the_step_and_the_last_good_checkpoint():
     # A window checked late: a checkpoint written at or after the bad step is not "good".
     with pytest.raises(NonFiniteLossError, match=r"step 30 was written at or after this step"):
         check_finite(25, {"loss": math.nan}, last_good=30)
+
+
+def test_flop_meter_counts_each_call_from_xlas_cost_analysis():
+    import jax
+    import jax.numpy as jnp
+
+    from embres.metrics import FlopMeter, compiled_flops, matmul_peak
+
+    n = 32
+    step = jax.jit(lambda a, b: a @ b)
+    a = jnp.ones((n, n))
+    assert compiled_flops(step.lower(a, a).compile()) == 2 * n**3
+    meter = FlopMeter(step, peak=1e6)
+    meter.count(a, a)
+    meter.count(a, a)
+    meter.count(jnp.ones((n, 2 * n)), jnp.ones((2 * n, n)))  # another shape: its own count
+    assert meter.read(seconds=2.0) == (2 * 2 * n**3 + 2 * n * n * 2 * n) / 2.0 / 1e6
+    assert meter.read(seconds=1.0) == 0.0  # reset by the read
+    assert matmul_peak(jax.devices()[0], n=64, dtype=jnp.float32, reps=2) > 0

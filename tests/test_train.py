@@ -201,3 +201,13 @@ def test_real_model_cli_runlocal(tmp_path):
     np.testing.assert_allclose(np.linalg.norm(vectors), 1.0, rtol=1e-5)
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already holds the final step 2" in again.stdout
+
+
+def test_mfu_is_logged_when_a_peak_is_known(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "mfu_peak", lambda device: 1e9)  # as on an accelerator
+    config = tiny_config(tiny_model, total_steps=2)
+    config.log_every_steps = 1
+    train.train_and_evaluate(config, tmp_path / "work")
+    rows = [eval(r) for r in (tmp_path / "work" / "metrics.jsonl").read_text().splitlines()]
+    mfu = [r["mfu"] for r in rows if "mfu" in r]
+    assert len(mfu) == 2 and all(0 < m < 1e3 for m in mfu)
