@@ -7,7 +7,7 @@ import transformers
 
 from embres import pooling as pooling_lib
 from embres import tokenize
-from embres.models import layers, load_model
+from embres.models import load_model
 from embres.testing import WORDS
 
 TOL = 1e-4  # float32; never loosened to pass
@@ -126,59 +126,58 @@ def test_random_batches_match_reference_on_every_layer_and_pooling(
             ids, mask = _pad([*token_ids, np.zeros(0, np.int64)], length, side, hf_pad)
             theirs = _reference_states(reference, family, ids[:-1], mask[:-1])
             # The model's own pad id, and one past the table: pads never reach real tokens.
-            for fill in (model.pad_id, vocab_size + 17):
+            # Right padding also goes in as lengths, as the extractor promises it.
+            runs = [(model.pad_id, False), (vocab_size + 17, False)]
+            if side == "right":
+                runs.append((vocab_size + 17, True))
+            for fill, right_padded in runs:
+                run = f"{where} pad={fill} right_padded={right_padded}"
                 ours = model.apply(
-                    model.params, np.where(mask > 0, ids, fill), mask, output_hidden_states=True
+                    model.params,
+                    np.where(mask > 0, ids, fill),
+                    mask,
+                    output_hidden_states=True,
+                    right_padded=right_padded,
                 )["hidden_states"]
                 assert len(ours) == model.config.num_layers + 1
                 for layer, hidden in enumerate(ours):
                     hidden = np.asarray(hidden)
                     if not np.isfinite(hidden).all():
-                        pytest.fail(f"{where} pad={fill}: NaN in layer {layer}")
+                        pytest.fail(f"{run}: NaN in layer {layer}")
                     for pooling in POOLINGS:
                         pooled = np.asarray(pooling_lib.pool(hidden, mask, pooling))
                         if not np.isfinite(pooled).all():
-                            pytest.fail(f"{where} pad={fill}: NaN in layer {layer} {pooling}")
+                            pytest.fail(f"{run}: NaN in layer {layer} {pooling}")
                         expected = _reference_pool(theirs[layer].numpy(), mask[:-1], pooling)
                         err = np.abs(pooled[:-1] - expected).max()
-                        assert err < TOL, f"{where} pad={fill} layer {layer} {pooling}: {err:.2e}"
+                        assert err < TOL, f"{run} layer {layer} {pooling}: {err:.2e}"
                 try:
                     _compare([h[:-1] for h in ours], theirs, mask[:-1])
                 except AssertionError as e:
-                    raise AssertionError(f"{where} pad={fill}: {e}") from None
+                    raise AssertionError(f"{run}: {e}") from None
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize(
+    ("side", "right_padded"), [("right", False), ("right", True), ("left", False)]
+)
 @pytest.mark.parametrize("family", ["bert", "xlmr", "gpt2"])
-def test_random_ids_match_reference_on_every_layer(tiny_models, family, side):
-    """Ids drawn from the whole table (not only what the tokenizer emits), a few seeds."""
+def test_random_ids_match_reference_on_every_layer(tiny_models, family, side, right_padded):
+    """Ids drawn from the whole table (not only what the tokenizer emits), a few seeds; right
+    padding both as a mask and as lengths (``right_padded=True``, what the extractor promises)."""
     path = tiny_models(family)
     model = load_model(path)
     reference = _reference(path)
     for seed in SEEDS:
         rng = np.random.default_rng(seed)
         ids, mask = _random_batch(rng, model.config.vocab_size, 5, 13, model.pad_id, side)
-        ours = model.apply(model.params, ids, mask, output_hidden_states=True)["hidden_states"]
+        ours = model.apply(
+            model.params, ids, mask, output_hidden_states=True, right_padded=right_padded
+        )["hidden_states"]
         assert len(ours) == model.config.num_layers + 1
         try:
             _compare(ours, _reference_states(reference, family, ids, mask), mask)
         except AssertionError as e:
             raise AssertionError(f"seed={seed}: {e}") from None
-
-
-@pytest.mark.parametrize("causal", [False, True])
-def test_attention_ignores_nan_at_masked_keys(causal):
-    """NaN keys and values at padded positions change nothing for real queries."""
-    rng = np.random.default_rng(0)
-    q, k, v = (rng.standard_normal((2, 5, 2, 4)).astype(np.float32) for _ in range(3))
-    mask = np.array([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1]])
-    keep = layers.attention_keep(mask, causal=causal)
-    poisoned_k, poisoned_v = k.copy(), v.copy()
-    poisoned_k[mask == 0], poisoned_v[mask == 0] = np.nan, np.inf
-    clean = np.asarray(layers.dot_product_attention(q, k, v, keep))
-    dirty = np.asarray(layers.dot_product_attention(q, poisoned_k, poisoned_v, keep))
-    assert np.isfinite(dirty).all()
-    np.testing.assert_allclose(dirty[mask == 1], clean[mask == 1], rtol=0, atol=1e-6)
 
 
 def test_pooling_ignores_nan_at_padded_positions():

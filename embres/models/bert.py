@@ -109,23 +109,26 @@ class EncoderLayer(nn.Module):
     config: Config
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
-    def __call__(self, hidden_states: jax.Array, keep: jax.Array) -> jax.Array:
+    def __call__(self, hidden_states: jax.Array, mask: layers.AttentionMask) -> jax.Array:
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        attn = layers.SelfAttention(cfg.num_heads, cfg.hidden_size, name="attention", **kw)
-        attn_out = nn.Dense(cfg.hidden_size, name="attention_output", **kw)(
-            attn(hidden_states, keep)
+        attn = layers.SelfAttention(
+            cfg.num_heads, cfg.hidden_size, attention=self.attention, name="attention", **kw
         )
-        hidden_states = nn.LayerNorm(cfg.layer_norm_eps, name="attention_norm", **kw)(
+        attn_out = nn.Dense(cfg.hidden_size, name="attention_output", **kw)(
+            attn(hidden_states, mask)
+        )
+        hidden_states = layers.LayerNorm(cfg.layer_norm_eps, name="attention_norm", **kw)(
             attn_out + hidden_states
         )
         inner = layers.activation(cfg.hidden_act)(
             nn.Dense(cfg.intermediate_size, name="intermediate", **kw)(hidden_states)
         )
         out = nn.Dense(cfg.hidden_size, name="output", **kw)(inner)
-        return nn.LayerNorm(cfg.layer_norm_eps, name="output_norm", **kw)(out + hidden_states)
+        return layers.LayerNorm(cfg.layer_norm_eps, name="output_norm", **kw)(out + hidden_states)
 
 
 class Encoder(nn.Module):
@@ -134,11 +137,17 @@ class Encoder(nn.Module):
     ``inputs_embeds`` replaces the word-embedding lookup (position and token-type embeddings
     are still added), which is how an adapter stands in for the input table.
     ``num_layers`` stops early: layer k of a 12-layer model costs k layers, not 12.
+    ``right_padded=True`` promises that every ``attention_mask`` row is ones then zeros (as
+    ``embres.tokenize`` pads): attention then takes sequence lengths, the form cuDNN runs
+    fast; a left-padded mask passed with it gives wrong vectors (see
+    ``layers.AttentionMask.from_padding``). ``attention`` picks the implementation (see
+    ``embres.models.layers``).
     """
 
     config: Config
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
     def __call__(
@@ -149,11 +158,12 @@ class Encoder(nn.Module):
         inputs_embeds: jax.Array | None = None,
         output_hidden_states: bool = False,
         num_layers: int | None = None,
+        right_padded: bool = False,
     ) -> dict[str, Any]:
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        if attention_mask is None:
-            attention_mask = jnp.ones_like(input_ids)
+        if attention_mask is None:  # no padding: every row is trivially a prefix
+            attention_mask, right_padded = jnp.ones_like(input_ids), True
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         # Pads become the config's pad id (a real row: Hugging Face requires it), so the lookup
@@ -172,14 +182,17 @@ class Encoder(nn.Module):
             + positions(position_ids_for(cfg, input_ids, attention_mask))
             + types(token_type_ids)
         )
-        hidden_states = nn.LayerNorm(cfg.layer_norm_eps, name="embeddings_norm", **kw)(embeddings)
-        keep = layers.attention_keep(attention_mask, causal=False)
+        hidden_states = layers.LayerNorm(cfg.layer_norm_eps, name="embeddings_norm", **kw)(
+            embeddings
+        )
+        mask = layers.AttentionMask.from_padding(attention_mask, False, right_padded)
         all_states = [hidden_states]
         depth = cfg.num_layers if num_layers is None else num_layers
         for i in range(cfg.num_layers):
             if i >= depth:
                 break
-            hidden_states = EncoderLayer(cfg, name=f"layer_{i}", **kw)(hidden_states, keep)
+            layer = EncoderLayer(cfg, attention=self.attention, name=f"layer_{i}", **kw)
+            hidden_states = layer(hidden_states, mask)
             all_states.append(hidden_states)
         return {
             "last_hidden_state": hidden_states,

@@ -94,31 +94,34 @@ class Block(nn.Module):
     config: Config
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
-    def __call__(self, hidden_states: jax.Array, keep: jax.Array) -> jax.Array:
+    def __call__(self, hidden_states: jax.Array, mask: layers.AttentionMask) -> jax.Array:
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         head_dim = cfg.hidden_size // cfg.num_heads
-        x = nn.LayerNorm(cfg.layer_norm_eps, name="ln_1", **kw)(hidden_states)
+        x = layers.LayerNorm(cfg.layer_norm_eps, name="ln_1", **kw)(hidden_states)
         qkv = nn.Dense(3 * cfg.hidden_size, name="c_attn", **kw)(x)
         q, k, v = (
             t.reshape(t.shape[:2] + (cfg.num_heads, head_dim)) for t in jnp.split(qkv, 3, axis=-1)
         )
-        context = layers.dot_product_attention(q, k, v, keep)
+        context = layers.attend(q, k, v, mask, self.attention)
         context = context.reshape(context.shape[:2] + (cfg.hidden_size,))
         hidden_states = hidden_states + nn.Dense(cfg.hidden_size, name="c_proj", **kw)(context)
-        x = nn.LayerNorm(cfg.layer_norm_eps, name="ln_2", **kw)(hidden_states)
+        x = layers.LayerNorm(cfg.layer_norm_eps, name="ln_2", **kw)(hidden_states)
         x = layers.activation(cfg.hidden_act)(nn.Dense(cfg.intermediate_size, name="c_fc", **kw)(x))
         return hidden_states + nn.Dense(cfg.hidden_size, name="mlp_proj", **kw)(x)
 
 
 class Decoder(nn.Module):
-    """GPT-2 returning the last (and optionally every) hidden state; see ``bert.Encoder``."""
+    """GPT-2 returning the last (and optionally every) hidden state; see ``bert.Encoder``
+    (``right_padded`` and ``attention`` included: attention here is causal)."""
 
     config: Config
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
+    attention: str = "auto"
 
     @nn.compact
     def __call__(
@@ -130,12 +133,13 @@ class Decoder(nn.Module):
         output_hidden_states: bool = False,
         num_layers: int | None = None,
         position_ids: jax.Array | None = None,
+        right_padded: bool = False,
     ) -> dict[str, Any]:
         del token_type_ids  # GPT-2 has none; accepted so every family shares one signature.
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        if attention_mask is None:
-            attention_mask = jnp.ones_like(input_ids)
+        if attention_mask is None:  # no padding: every row is trivially a prefix
+            attention_mask, right_padded = jnp.ones_like(input_ids), True
         if position_ids is None:
             position_ids = position_ids_for(cfg, attention_mask)
         input_ids = layers.pad_ids(
@@ -147,14 +151,15 @@ class Decoder(nn.Module):
         inputs_embeds = layers.zero_padding(inputs_embeds, attention_mask)
         wpe = nn.Embed(cfg.max_positions, cfg.hidden_size, name="wpe", **kw)
         hidden_states = inputs_embeds.astype(self.dtype) + wpe(position_ids)
-        keep = layers.attention_keep(attention_mask, causal=True)
+        mask = layers.AttentionMask.from_padding(attention_mask, True, right_padded)
         all_states = [hidden_states]
         depth = cfg.num_layers if num_layers is None else num_layers
         for i in range(depth):
-            hidden_states = Block(cfg, name=f"h_{i}", **kw)(hidden_states, keep)
+            block = Block(cfg, attention=self.attention, name=f"h_{i}", **kw)
+            hidden_states = block(hidden_states, mask)
             if i < depth - 1:
                 all_states.append(hidden_states)
-        ln_f = nn.LayerNorm(cfg.layer_norm_eps, name="ln_f", **kw)
+        ln_f = layers.LayerNorm(cfg.layer_norm_eps, name="ln_f", **kw)
         if depth == cfg.num_layers:
             # As in the reference, the final LayerNorm belongs to the last layer's output.
             hidden_states = ln_f(hidden_states)
