@@ -278,6 +278,7 @@ def load_model(
     with_tokenizer: bool = True,
     table_sharding: jax.sharding.Sharding | None = None,
     table_row_multiple: int = 1,
+    attention: str = "auto",
 ) -> LoadedModel:
     """Loads a Hugging Face checkpoint into the matching Flax port.
 
@@ -295,7 +296,13 @@ def load_model(
         whole in one host's memory. A pickle checkpoint is still read whole.
       table_row_multiple: with ``table_sharding``, zero rows are appended so the row count
         is a multiple of this (a row-sharded axis must divide it); ids never reach them.
+      attention: "auto" (cuDNN where supported, else XLA), "xla", "cudnn" or "reference";
+        see :mod:`embres.models.layers`.
     """
+    if attention not in layers.ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attention={attention!r}; expected one of {layers.ATTENTION_IMPLEMENTATIONS}"
+        )
     path = resolve(name_or_path, allow_download=allow_download)
     hf_config = hf.read_json(path / "config.json", expect=dict)
     family = family_of(path)
@@ -309,7 +316,10 @@ def load_model(
     # The tokenizer before the weights: a folder refused for it is refused in a second.
     tokenizer = _load_tokenizer(path, config.vocab_size) if with_tokenizer else None
     module = MODULE_CLASSES[family](
-        config, dtype=layers.resolve_dtype(dtype), param_dtype=layers.resolve_dtype(param_dtype)
+        config,
+        dtype=layers.resolve_dtype(dtype),
+        param_dtype=layers.resolve_dtype(param_dtype),
+        attention=attention,
     )
     dummy = jnp.ones((1, 2), jnp.int32)
     shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), dummy, dummy))["params"]
