@@ -3,7 +3,10 @@
 **Static models** (a table plus a tokenizer: :func:`export_static`) are written in Model2Vec's
 format, which sentence-transformers also reads through its ``modules.json``:
 
-* ``model.safetensors`` with one tensor ``embeddings`` [vocab, dim];
+* ``model.safetensors`` with one tensor ``embeddings`` [vocab, dim], float16 unless asked
+  for float32 (``dtype="float32"``): half the bytes, and every reader's vectors stay within
+  cosine 0.9999 of the float32 table's. embres upcasts it to float32 when it loads it (its
+  sparse averaging runs on float32; a float16 table there costs a conversion per call);
 * ``tokenizer.json``: the teacher's fast tokenizer, padding off, truncation at
   ``max_length`` tokens (512), so every reader cuts a long text at the same token;
 * ``config.json`` (``model_type: model2vec``, ``normalize``, ``hidden_dim``, ``max_length``);
@@ -12,9 +15,9 @@ format, which sentence-transformers also reads through its ``modules.json``:
 
 ``model2vec.StaticModel.from_pretrained(dir)`` and ``SentenceTransformer(dir)`` then give the
 same vectors as embres. With ``int8=True`` the table is also stored as int8 rows with one
-float32 scale per row (``model_int8.safetensors``), 4x smaller on disk; with
-``keep_float32=False`` that is the only weight file, and embres loads it on its own
-(Model2Vec and sentence-transformers need the float32 file).
+float32 scale per row (``model_int8.safetensors``, quantised from the float32 table), 4x
+smaller than float32 on disk; with ``keep_float32=False`` that is the only weight file, and
+embres loads it on its own (Model2Vec and sentence-transformers need ``model.safetensors``).
 
 **Contextual students** (an adapter whose ``materialize`` is None, e.g. the hybrid) are a
 static directory as above (their table alone is a usable static model, and is what
@@ -60,6 +63,11 @@ META_FILE = "embres_static.json"
 FLOAT_FILE = "model.safetensors"
 INT8_FILE = "model_int8.safetensors"
 ADAPTER_FILE = "adapter.safetensors"
+# The dtypes ``model.safetensors`` may store a static table in. float16 by default: Model2Vec
+# ships float16 too, and its rounding (relative 2**-11 per entry) moves no sentence vector
+# below cosine 0.9999 (tests/test_static_fp16.py).
+TABLE_DTYPES = {"float16": np.float16, "float32": np.float32}
+DEFAULT_TABLE_DTYPE = "float16"
 TRANSFER_META_FILE = "embres_transfer.json"
 # The token limit of a static model: Model2Vec's default, written where every reader sees it.
 STATIC_MAX_LENGTH = 512
@@ -106,6 +114,29 @@ def quantize_int8(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def dequantize_int8(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Inverse of :func:`quantize_int8` (up to rounding)."""
     return q.astype(np.float32) * scale[:, None]
+
+
+def stored_table(table: np.ndarray, dtype: str = DEFAULT_TABLE_DTYPE) -> np.ndarray:
+    """``table`` as ``model.safetensors`` stores it: float16 (the default) or float32.
+
+    Raises:
+      ValueError: for a dtype not in :data:`TABLE_DTYPES`, or a finite entry float16 cannot
+        hold (beyond +-65504: it would be stored as inf), naming the largest one.
+    """
+    if dtype not in TABLE_DTYPES:
+        raise UsageError(f"dtype={dtype!r}; expected one of {sorted(TABLE_DTYPES)}")
+    table = np.asarray(table, np.float32)
+    if dtype == "float16":
+        # Only finite entries can overflow: an inf or NaN stays what it was in float32.
+        magnitudes = np.abs(table)
+        biggest = float(magnitudes[np.isfinite(magnitudes)].max(initial=0.0))
+        limit = float(np.finfo(np.float16).max)
+        if biggest > limit:
+            raise UsageError(
+                f"the table holds {biggest:g}, beyond float16's largest {limit:g} (it would "
+                "be stored as inf); save it with dtype='float32'"
+            )
+    return np.ascontiguousarray(table, dtype=TABLE_DTYPES[dtype])
 
 
 def _save_tokenizer(tokenizer: Any, out: Path, max_length: int) -> None:
@@ -255,6 +286,7 @@ def export_static(
     keep_float32: bool = True,
     adapter_params: dict[str, np.ndarray] | None = None,
     max_length: int = STATIC_MAX_LENGTH,
+    dtype: str = DEFAULT_TABLE_DTYPE,
 ) -> Path:
     """Writes a static model directory loadable by embres, Model2Vec and sentence-transformers.
 
@@ -266,13 +298,18 @@ def export_static(
       meta: extra fields for ``embres_static.json`` (``adapter``: the adapter type whose
         ``apply`` :func:`load_student` runs over ``adapter_params``).
       int8: also write the per-row int8 table (``model_int8.safetensors``).
-      keep_float32: with ``int8``, False writes the int8 table only (embres-only directory).
-      adapter_params: every param of a contextual student (``adapter.safetensors``).
+      keep_float32: with ``int8``, False writes the int8 table only (embres-only directory);
+        True (the default) keeps ``model.safetensors``, in ``dtype``.
+      adapter_params: every param of a contextual student (``adapter.safetensors``, float32).
       max_length: token limit every reader applies (tokenizer.json and config.json).
+      dtype: ``"float16"`` (default: half the bytes, vectors within cosine 0.9999) or
+        ``"float32"`` (the table bit for bit) for ``model.safetensors``; recorded in
+        ``embres_static.json`` as ``dtype``. embres computes in float32 either way.
 
     Raises:
-      ValueError: for a table that is not 2-d or has fewer rows than the tokenizer, or a
-        ``directory`` that is a file.
+      ValueError: for a table that is not 2-d or has fewer rows than the tokenizer, a
+        ``directory`` that is a file, an unknown ``dtype``, or a float16 table with an entry
+        beyond float16's range (see :func:`stored_table`).
     """
     table = np.ascontiguousarray(table, dtype=np.float32)
     if table.ndim != 2:
@@ -283,6 +320,7 @@ def export_static(
         )
     if not keep_float32 and not int8:
         raise ValueError("keep_float32=False needs int8=True: the directory would hold no table")
+    stored = stored_table(table, dtype) if keep_float32 else None  # checked before any write
     with _staged_save(directory) as stage:
         _write_static(
             stage,
@@ -291,7 +329,7 @@ def export_static(
             normalize=normalize,
             meta=meta,
             int8=int8,
-            keep_float32=keep_float32,
+            stored=stored,
             adapter_params=adapter_params,
             max_length=max_length,
         )
@@ -306,15 +344,19 @@ def _write_static(
     normalize: bool,
     meta: dict[str, Any] | None,
     int8: bool,
-    keep_float32: bool,
+    stored: np.ndarray | None,
     adapter_params: dict[str, np.ndarray] | None,
     max_length: int,
 ) -> None:
-    """Writes the files of :func:`export_static` into the empty folder ``out``."""
+    """Writes the files of :func:`export_static` into the empty folder ``out``.
+
+    ``table`` is the float32 table (int8 is quantised from it); ``stored`` is what
+    ``model.safetensors`` holds (:func:`stored_table`), None for an int8-only directory.
+    """
     from safetensors.numpy import save_file
 
-    if keep_float32:
-        save_file({"embeddings": table}, str(out / FLOAT_FILE))
+    if stored is not None:
+        save_file({"embeddings": stored}, str(out / FLOAT_FILE))
     if int8:
         q, scale = quantize_int8(table)
         save_file({"embeddings_int8": q, "scales": scale}, str(out / INT8_FILE))
@@ -353,7 +395,8 @@ def _write_static(
         "normalize": bool(normalize),
         "dim": int(table.shape[1]),
         "int8": bool(int8),
-        "float32": bool(keep_float32),
+        # model.safetensors' dtype ("float16" / "float32"), None when only int8 is shipped.
+        "dtype": None if stored is None else stored.dtype.name,
         "max_length": int(max_length),
     }
     info.update(meta or {})
@@ -361,12 +404,15 @@ def _write_static(
 
 
 def load_static_table(directory: str | os.PathLike, int8: bool | None = None) -> np.ndarray:
-    """The float32 table of an exported static model.
+    """The table of an exported static model, as float32 (what embres computes in).
+
+    ``model.safetensors`` may hold float16 (the default export) or float32; a float16 table
+    is upcast here, once, so encoding costs the same either way.
 
     Args:
       directory: the export.
-      int8: True reads (and dequantises) the int8 table, False the float32 one, None the
-        float32 one when present, else the int8 one.
+      int8: True reads (and dequantises) the int8 table, False ``model.safetensors``, None
+        ``model.safetensors`` when present, else the int8 one.
 
     Raises:
       FileNotFoundError: naming the file that is missing.
@@ -390,7 +436,7 @@ def load_static_table(directory: str | os.PathLike, int8: bool | None = None) ->
         )
     if int8:
         return dequantize_int8(tensors["embeddings_int8"], tensors["scales"])
-    return tensors["embeddings"]
+    return np.asarray(tensors["embeddings"], np.float32)
 
 
 def _transformer_type(path: Path) -> str | None:

@@ -4,6 +4,10 @@ Texts are tokenised once, sorted by length, cut into batches and padded to one o
 lengths (and a few fixed row counts), so a jitted forward compiles once per bucket shape and
 never again, whatever texts come next.
 
+For inference, :func:`batch_windows` does this a window of texts at a time and
+:func:`prefetch` runs it in a background thread, so the host tokenises the next window while
+the device computes the current one.
+
 Also the facts about a vocabulary every consumer must agree on: the special tokens a text is
 wrapped in (:func:`special_template`), which ids are real tokens (:func:`usable_token_mask`)
 and the Zipf prior over them when no counts exist (:func:`zipf_prior`).
@@ -11,13 +15,33 @@ and the Zipf prior over them when no counts exist (:func:`zipf_prior`).
 
 from __future__ import annotations
 
+import math
+import queue
 import re
+import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 LENGTH_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+# Padded lengths for inference (extraction, :func:`bucketed_batches`): finer than
+# LENGTH_BUCKETS, which training keeps since there each shape is a compiled train step. Steps
+# of 4 up to 32 tokens and at most 25% beyond, because on CPU the forward's time is its
+# tokens, padding included. On 5,000 STS-B sentences (14 tokens on average) batches of 32
+# hold 1.13x the real tokens, against 1.35x with LENGTH_BUCKETS (sentence-transformers, which
+# pads each batch to its longest text: 1.31x), for 9 compiled lengths instead of 4
+# (bench/extract.py prints this as ``padded/real``).
+INFERENCE_LENGTH_BUCKETS = (
+    8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256,
+    320, 384, 448, 512, 640, 768, 896, 1024,
+)  # fmt: skip
+
+# Texts tokenised (and sorted by token count) together in :func:`batch_windows`: enough for
+# near-global sorting (on STS-B, batches of 32 hold 1.13x the real tokens, 1.12x when all
+# texts are sorted at once), few enough that the device starts after a short wait.
+WINDOW_TEXTS = 2048
 
 # Placeholders that never occur in text: BERT's ``[unusedN]``, ``<unusedN>`` and XLM-R's
 # ``madeupwordN``. They would skew a PCA and the Zipf ranks.
@@ -103,6 +127,19 @@ def encode(
       ValueError: naming the first text that is not valid Unicode (a lone surrogate).
     """
     texts = check_texts(texts, first_index)
+    return _encode_or_name(tokenizer, texts, max_length, texts, first_index)
+
+
+def _encode_or_name(
+    tokenizer: Any, texts: list[str], max_length: int, whole: list[str], first_index: int
+) -> list[np.ndarray]:
+    """Token ids of ``texts``, a part of ``whole``; a failure names the first bad text of it.
+
+    Hugging Face tokenizers refuse invalid Unicode with a TypeError that names no text; the
+    check runs only then, so valid input pays nothing for it. It scans ``whole`` (the call's
+    texts, numbered from ``first_index``), so the text named is the first bad one in the
+    caller's order, whichever part the tokenizer was given.
+    """
     if not texts:
         return []
     try:
@@ -110,17 +147,15 @@ def encode(
             "input_ids"
         ]
     except Exception:
-        # Hugging Face tokenizers refuse invalid Unicode with a TypeError that names no text;
-        # look for it only now, so valid input pays nothing for the check.
-        check_unicode(texts, first_index)
+        check_unicode(whole, first_index)
         raise
     fallback = fallback_token_id(tokenizer)
     return [np.asarray(row if len(row) else [fallback], dtype=np.int32) for row in ids]
 
 
-def bucket_lengths(max_length: int) -> tuple[int, ...]:
+def bucket_lengths(max_length: int, buckets: Sequence[int] = LENGTH_BUCKETS) -> tuple[int, ...]:
     """The fixed padded lengths used for a model whose sequences hold ``max_length`` tokens."""
-    return tuple(b for b in LENGTH_BUCKETS if b < max_length) + (max_length,)
+    return tuple(b for b in buckets if b < max_length) + (max_length,)
 
 
 def bucket_rows(batch_size: int) -> tuple[int, ...]:
@@ -140,16 +175,24 @@ def _round_up(value: int, choices: tuple[int, ...]) -> int:
 
 
 def bucketed_batches(
-    token_ids: Sequence[np.ndarray], batch_size: int, max_length: int, pad_id: int
+    token_ids: Sequence[np.ndarray],
+    batch_size: int,
+    max_length: int,
+    pad_id: int,
+    buckets: Sequence[int] = INFERENCE_LENGTH_BUCKETS,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yields ``(indices, input_ids, attention_mask)`` over length-sorted, bucket-padded batches.
 
     ``indices`` says which input rows the batch holds, so callers can restore the original
-    order; padding rows (to reach a bucketed row count) are not in ``indices``.
+    order; padding rows (to reach a bucketed row count) are not in ``indices``. Batches are
+    padded to the lengths ``buckets`` allows (see :func:`bucket_lengths`); the default is
+    the fine set meant for inference (training's coarser :data:`LENGTH_BUCKETS` means fewer
+    compiled train steps).
     """
     lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
     order = np.argsort(-lengths, kind="stable")
-    lengths_choices, rows_choices = bucket_lengths(max_length), bucket_rows(batch_size)
+    lengths_choices = bucket_lengths(max_length, buckets)
+    rows_choices = bucket_rows(batch_size)
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
         length = _round_up(int(lengths[indices[0]]), lengths_choices)
@@ -161,6 +204,127 @@ def bucketed_batches(
             input_ids[r, :n] = token_ids[i]
             mask[r, :n] = 1
         yield indices, input_ids, mask
+
+
+Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # (indices, input_ids, attention_mask)
+
+
+def window_batches(batch_size: int) -> int:
+    """Batches per window of :func:`batch_windows`: about :data:`WINDOW_TEXTS` texts, two at least.
+
+    Two batches at least, so a window's tokenisation can hide behind more than one batch of
+    device work even with the large batches of an accelerator.
+    """
+    return max(2, math.ceil(WINDOW_TEXTS / batch_size))
+
+
+def batch_windows(
+    tokenizer: Any,
+    texts: list[str],
+    batch_size: int,
+    max_length: int,
+    pad_id: int,
+    window: int,
+    first_index: int = 0,
+    buckets: Sequence[int] = INFERENCE_LENGTH_BUCKETS,
+) -> Iterator[list[Batch]]:
+    """Tokenises ``texts`` a window at a time; yields each window's padded batches.
+
+    Texts are ordered by character count, longest first (known before tokenising, and close
+    to the token count), and cut into windows of ``window`` batches. Each window is
+    tokenised, sorted by token count and cut into bucket-padded batches
+    (:func:`bucketed_batches`), so a caller can compute one window while the next is
+    tokenised (:func:`prefetch`) and lose little to padding against a sort of all texts at
+    once. Only the very last batch can be short.
+
+    Args:
+      tokenizer: a Hugging Face tokenizer.
+      texts: strings (already checked with :func:`check_texts`).
+      batch_size: rows per batch.
+      max_length: most tokens per text.
+      pad_id: the id padded positions hold.
+      window: batches per window.
+      first_index: the place of ``texts[0]`` in the caller's whole input, for errors.
+      buckets: the padded lengths allowed (``max_length`` is always one).
+
+    Yields:
+      per window, a list of ``(indices, input_ids, attention_mask)``; ``indices`` are
+      positions in ``texts`` (see :func:`bucketed_batches`).
+
+    Raises:
+      ValueError: naming the first text, in the caller's order, that is not valid Unicode.
+    """
+    chars = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    order = np.argsort(-chars, kind="stable")
+    size = window * batch_size
+    for start in range(0, len(order), size):
+        members = order[start : start + size]
+        token_ids = _encode_or_name(
+            tokenizer, [texts[i] for i in members], max_length, texts, first_index
+        )
+        yield [
+            (members[rows], input_ids, mask)
+            for rows, input_ids, mask in bucketed_batches(
+                token_ids, batch_size, max_length, pad_id, buckets
+            )
+        ]
+
+
+T = TypeVar("T")
+
+# Seconds a blocked producer waits between checks that its consumer is still there.
+_POLL_SECONDS = 0.05
+
+
+def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Yields ``items``, produced by a background thread up to ``depth`` items ahead.
+
+    The thread runs the host work (tokenising, padding) while the caller runs the device:
+    Hugging Face's fast tokenizers release the GIL, so both proceed at once. An exception
+    raised while producing is re-raised here, in the caller, as it was raised (the same
+    object, its message and type intact). Closing this generator (or an error in the
+    caller) stops the thread and waits for it, so the tokenizer is never left in use by a
+    thread after the call that started it has returned.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as error:  # whatever it is, it is the caller's to handle
+            put((False, error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="embres-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            is_item, value = ready.get()
+            if is_item:
+                yield value
+            elif value is None:
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        thread.join()
 
 
 def special_template(tokenizer: Any) -> tuple[list[int], list[int]]:
