@@ -46,6 +46,7 @@ import copy
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 from collections.abc import Iterator
@@ -156,8 +157,16 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value, indent=2))
 
 
+_SHARD = re.compile(r"model-\d{5}-of-\d{5}\.safetensors")
+
+
 def _is_export_file(name: str) -> bool:
-    return name in _EXPORT_NAMES or name.endswith(".safetensors")
+    """A name an embres export writes: its fixed names and weight files, never a user's."""
+    return (
+        name in _EXPORT_NAMES
+        or name in (FLOAT_FILE, INT8_FILE, ADAPTER_FILE)
+        or bool(_SHARD.fullmatch(name))
+    )
 
 
 def _is_model_file(name: str) -> bool:
@@ -230,7 +239,10 @@ def _move_into(stage: Path, out: Path) -> None:
     written = {entry.name for entry in stage.iterdir()}
     present = {p.name for p in out.iterdir() if not p.name.startswith(_STAGE_PREFIX)}
     overwritten = sorted(written & present)
-    removed = sorted(n for n in present - written if _is_export_file(n))
+    # Leftovers are removed only from a directory an earlier embres save marked as its own,
+    # and only under the names an export writes: a user's files are never touched.
+    earlier_save = any((out / marker).exists() for marker in _EMBRES_MARKERS)
+    removed = sorted(n for n in present - written if earlier_save and _is_export_file(n))
     _report_replace(out, overwritten, removed)
     for name in removed:
         files.remove(out / name)

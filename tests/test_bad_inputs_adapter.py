@@ -153,6 +153,24 @@ def test_a_64d_int8_save_then_a_256d_save_leaves_no_old_int8_table(tmp_path, cap
     assert not [p for p in directory.iterdir() if p.name.startswith(".embres-save")]
 
 
+def test_a_save_never_removes_a_users_files_with_export_like_names(tmp_path):
+    """Only names an export writes, and only after an earlier embres save, are removed."""
+    tokenizer = tiny_tokenizer("bert")
+    table = np.random.default_rng(0).normal(size=(len(tokenizer), 8)).astype(np.float32)
+    user = tmp_path / "mine"
+    (user / "adapter").mkdir(parents=True)
+    (user / "adapter" / "notes.txt").write_text("mine")
+    for name in ("generation_config.json", "merges.txt"):
+        (user / name).write_text("mine")
+    export_static(table, tokenizer, user)  # no earlier embres save here: nothing removed
+    assert (user / "adapter" / "notes.txt").read_text() == "mine"
+    for name in ("generation_config.json", "merges.txt"):
+        assert (user / name).read_text() == "mine", name
+    (user / "backup.safetensors").write_text("mine")
+    export_static(table, tokenizer, user)  # now over an embres save: a user's weights stay
+    assert (user / "backup.safetensors").read_text() == "mine"
+
+
 def test_model_adapter_save_replaces_an_int8_save_with_a_wider_one(
     tiny_bert, adapter, tmp_path, capsys
 ):
