@@ -148,7 +148,7 @@ def test_a_64d_int8_save_then_a_256d_save_leaves_no_old_int8_table(tmp_path, cap
         ModelAdapter.load(directory, int8=True)
     loaded = ModelAdapter.load(directory)
     assert loaded.target_dim == 256
-    np.testing.assert_array_equal(loaded.table, new)
+    np.testing.assert_array_equal(loaded.table, new.astype(np.float16).astype(np.float32))
     assert (directory / "NOTES.md").read_text() == "my notes"
     assert not [p for p in directory.iterdir() if p.name.startswith(".embres-save")]
 
@@ -182,7 +182,10 @@ def test_model_adapter_save_replaces_an_int8_save_with_a_wider_one(
     assert f"replacing the model in {directory}" in out and INT8_FILE in out
     with pytest.raises(FileNotFoundError, match="export with int8=True"):
         ModelAdapter.load(directory, int8=True)
-    np.testing.assert_array_equal(ModelAdapter.load(directory).adapt(TEXTS), wider.adapt(TEXTS))
+    # model.safetensors holds float16 rows: the new model's vectors within float16 rounding
+    np.testing.assert_allclose(
+        ModelAdapter.load(directory).adapt(TEXTS), wider.adapt(TEXTS), rtol=0, atol=2e-3
+    )
 
 
 def test_a_save_into_an_empty_or_new_directory_says_nothing(adapter, tmp_path, capsys):
@@ -242,7 +245,9 @@ def test_transformer_and_static_exports_replace_each_other_cleanly(
     assert "embres_transfer.json" in out and "1_Pooling" in out
     for name in ("embres_transfer.json", "1_Pooling", "sentence_bert_config.json"):
         assert not (directory / name).exists()
-    np.testing.assert_array_equal(ModelAdapter.load(directory).adapt(TEXTS), adapter.adapt(TEXTS))
+    np.testing.assert_allclose(  # float16 rows on disk
+        ModelAdapter.load(directory).adapt(TEXTS), adapter.adapt(TEXTS), rtol=0, atol=2e-3
+    )
     assert (directory / "keep.txt").read_text() == "mine"
 
 
