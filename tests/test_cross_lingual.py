@@ -289,8 +289,9 @@ def test_model_adapter_adds_words_by_the_distillation_rule(tiny_bert, tmp_path):
     # saved and loaded, the word stays one token with its row
     adapter.save(tmp_path / "m")
     loaded = ModelAdapter.load(tmp_path / "m")
-    np.testing.assert_allclose(loaded.adapt(["guitarist"]), adapter.adapt(["guitarist"]), atol=1e-6)
+    # model.safetensors stores float16 rows (the default): equal within float16 rounding
+    np.testing.assert_allclose(loaded.adapt(["guitarist"]), adapter.adapt(["guitarist"]), atol=2e-3)
     # after load (no teacher): FVT over the table, the mean of the word's pieces' rows
     pieces = loaded.tokenizer("playings", add_special_tokens=False)["input_ids"]
     (fvt_id,) = loaded.add_words(["playings"])
-    np.testing.assert_allclose(loaded.table[fvt_id], loaded.table[pieces].mean(0), atol=1e-6)
+    np.testing.assert_allclose(loaded.table[fvt_id], loaded.table[pieces].mean(0), atol=2e-3)

@@ -109,7 +109,8 @@ def test_static_student_trains_on_what_it_serves(tiny_bert, corpus, tmp_path):
             st = SentenceTransformer(str(work / "export"), device="cpu")
             served["sentence-transformers"] = st.encode(texts)
         for name, vectors in served.items():
-            np.testing.assert_allclose(vectors, seen, atol=1e-5, err_msg=f"{adapter}: {name}")
+            # the export stores float16 rows (the default): served = trained within its rounding
+            np.testing.assert_allclose(vectors, seen, atol=2e-3, err_msg=f"{adapter}: {name}")
 
 
 def test_pmap_refuses_in_batch_losses_and_agrees_with_jit_otherwise(tiny_bert, corpus, tmp_path):
