@@ -36,3 +36,28 @@ def tiny_config(model_dir, name: str = "lowrank", **overrides):
         config.adapter.target_dim = 16
     configlib.apply_overrides(config, overrides)
     return config
+
+
+def train_cmd(model_dir, workdir, steps: int, *extra: str) -> list[str]:
+    """``python -m embres.train`` on the tiny model: lowrank runlocal, rank 8, float32 factors.
+
+    Checkpoints every 20 steps (two kept); ``extra`` flags are appended (later ones win).
+    """
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "embres.train",
+        "--config=configs/lowrank.py:runlocal",
+        f"--workdir={workdir}",
+        f"--config.model={model_dir}",
+        "--config.adapter.rank=8",
+        "--config.adapter.storage_dtype=float32",
+        f"--config.total_steps={steps}",
+        "--config.checkpoint.every_steps=20",
+        "--config.checkpoint.keep=2",
+        "--config.log_every_steps=10",
+        "--config.eval.heldout_texts=4",
+        *extra,
+    ]

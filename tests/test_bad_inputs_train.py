@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _train_utils import tiny_config
+from _train_utils import tiny_config, train_cmd
 
 from embres import objectives, train
 from embres.checkpointing import newest_meta
@@ -30,25 +30,6 @@ ENV.pop("EMBRES_VERBOSE", None)
 @pytest.fixture(scope="module")
 def tiny_model(tiny_models):
     return tiny_models("bert", hidden_size=32, num_layers=2)
-
-
-def _cmd(model_dir, workdir, steps, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "embres.train",
-        "--config=configs/lowrank.py:runlocal",
-        f"--workdir={workdir}",
-        f"--config.model={model_dir}",
-        "--config.adapter.rank=8",
-        "--config.adapter.storage_dtype=float32",
-        f"--config.total_steps={steps}",
-        "--config.checkpoint.every_steps=20",
-        "--config.checkpoint.keep=2",
-        "--config.log_every_steps=10",
-        "--config.eval.heldout_texts=4",
-        *extra,
-    ]
 
 
 def _run(cmd, **kwargs):
@@ -67,7 +48,7 @@ def _stderr_lines(result) -> list[str]:
 def test_second_trainer_on_a_workdir_stops_naming_the_holder(tiny_model, tmp_path):
     work = tmp_path / "work"
     first = subprocess.Popen(
-        _cmd(tiny_model, work, 1_000_000),
+        train_cmd(tiny_model, work, 1_000_000),
         cwd=REPO,
         env=ENV,
         stdout=subprocess.DEVNULL,
@@ -83,7 +64,7 @@ def test_second_trainer_on_a_workdir_stops_naming_the_holder(tiny_model, tmp_pat
             except (OSError, ValueError):
                 holder = {}
         assert holder.get("pid") == first.pid, "the first run never took the lock"
-        second = _run(_cmd(tiny_model, work, 2))
+        second = _run(train_cmd(tiny_model, work, 2))
         assert second.returncode == 2, second.stderr
         lines = _stderr_lines(second)
         assert len(lines) == 1, lines
@@ -94,7 +75,7 @@ def test_second_trainer_on_a_workdir_stops_naming_the_holder(tiny_model, tmp_pat
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
     # The killed holder's lock does not block: the next run takes it over and says whose.
-    third = _run(_cmd(tiny_model, work, 2))
+    third = _run(train_cmd(tiny_model, work, 2))
     assert third.returncode == 0, third.stderr
     assert f"took over the lock left by pid {first.pid}" in third.stdout
     assert not (work / ".lock").exists()
@@ -166,7 +147,7 @@ def test_every_checkpoint_corrupt_is_one_line_each_then_step_0(tiny_model, tmp_p
     assert [p.name for p in steps] == ["1", "2"]
     for step_dir in steps:
         _truncate_array_files(step_dir)
-    rerun = _run(_cmd(tiny_model, work, 2, "--config.checkpoint.every_steps=1"))
+    rerun = _run(train_cmd(tiny_model, work, 2, "--config.checkpoint.every_steps=1"))
     assert rerun.returncode == 0, rerun.stderr
     output = rerun.stdout + rerun.stderr
     set_aside = [line for line in output.splitlines() if "set aside checkpoint" in line]
@@ -217,7 +198,7 @@ def test_cli_malformed_data_line_names_file_and_line(tiny_model, tmp_path):
     rows = ["sentence1\tsentence2\tscore"] + [f"a {i}\tb {i}\t{i % 5}" for i in range(300)]
     rows[6] = "only one column"
     pairs.write_text("\n".join(rows) + "\n")
-    result = _run(_cmd(tiny_model, tmp_path / "w", 2, f"--config.data.source=pairs:{pairs}"))
+    result = _run(train_cmd(tiny_model, tmp_path / "w", 2, f"--config.data.source=pairs:{pairs}"))
     assert result.returncode == 2
     lines = _stderr_lines(result)
     assert len(lines) == 1 and f"{pairs}:7" in lines[0], lines

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from _train_utils import train_cmd
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from safetensors.numpy import load_file
@@ -405,31 +406,13 @@ def test_partial_checkpoint_is_ignored(tmp_path):
     assert any("partial" in m for m in messages)
 
 
-def _train_cmd(model_dir, workdir, steps):
-    return [
-        sys.executable,
-        "-m",
-        "embres.train",
-        "--config=configs/lowrank.py:runlocal",
-        f"--workdir={workdir}",
-        f"--config.model={model_dir}",
-        "--config.adapter.rank=8",
-        "--config.adapter.storage_dtype=float32",
-        f"--config.total_steps={steps}",
-        "--config.checkpoint.every_steps=20",
-        "--config.checkpoint.keep=2",
-        "--config.log_every_steps=10",
-        "--config.eval.heldout_texts=4",
-    ]
-
-
 def test_sigkill_and_resume_matches_uninterrupted_run(tiny_models, tmp_path):
     model_dir = tiny_models("bert", hidden_size=32, num_layers=2)
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
     steps = 400
     # Uninterrupted reference.
     subprocess.run(
-        _train_cmd(model_dir, tmp_path / "ref", steps),
+        train_cmd(model_dir, tmp_path / "ref", steps),
         cwd=REPO,
         env=env,
         check=True,
@@ -439,7 +422,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tiny_models, tmp_path):
     # Killed once a checkpoint exists, mid-way, then restarted on the same workdir.
     work = tmp_path / "killed"
     proc = subprocess.Popen(
-        _train_cmd(model_dir, work, steps),
+        train_cmd(model_dir, work, steps),
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -458,7 +441,7 @@ def test_sigkill_and_resume_matches_uninterrupted_run(tiny_models, tmp_path):
     assert steps_at_kill and steps_at_kill[-1] < steps, "the run finished before the kill"
     assert not (work / "export").exists()
     out = subprocess.run(
-        _train_cmd(model_dir, work, steps),
+        train_cmd(model_dir, work, steps),
         cwd=REPO,
         env=env,
         check=True,
