@@ -201,11 +201,7 @@ def bench_bert_base(batch: int = 256, length: int = 128, steps: int = 20) -> dic
         out = forward(params, ids, mask)
     out.block_until_ready()
     seconds = (time.perf_counter() - start) / steps
-    d, f, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_layers
-    # Per token per layer: 4 d^2 (qkv + out) + 2 d f (FFN) multiply-adds, and 2 L d for
-    # QK^T and AV; x2 for FLOPs.
-    flops_per_token = n_layers * 2 * (4 * d * d + 2 * d * f + 2 * length * d)
-    achieved = flops_per_token * batch * length / seconds
+    achieved = bert.flops_per_token(cfg, length) * batch * length / seconds
 
     n = 8192
     # Random data: an all-ones or zeros matmul runs faster than real work and flatters MFU.

@@ -70,19 +70,14 @@ SHAPES = {
 SECTIONS = ("matmul", "forward", "e2e", "train")
 
 
-def shape_numbers(hf: dict) -> tuple[int, int, int]:
-    """(layers, width, FFN width) of a config dict of either layout."""
-    layers = hf.get("num_hidden_layers", hf.get("n_layer"))
-    width = hf.get("hidden_size", hf.get("n_embd"))
-    ffn = hf.get("intermediate_size") or 4 * width
-    return layers, width, ffn
-
-
 def flops_per_token(hf: dict, seq: int) -> float:
-    """Forward FLOPs per token: 2 x non-embedding weights + attention's 4 x L x seq x d."""
-    layers, width, ffn = shape_numbers(hf)
-    weights = layers * (4 * width * width + 2 * width * ffn)
-    return 2.0 * weights + 4.0 * layers * seq * width
+    """Forward FLOPs per token of a config dict at ``seq`` tokens: its family's count
+    (``embres.models.<family>.flops_per_token``: 2 x non-embedding weights + attention's
+    4 x layers x seq x width)."""
+    from embres.models import FAMILIES
+
+    family = FAMILIES[hf["model_type"]]
+    return float(family.flops_per_token(family.Config.from_hf_config(hf), seq))
 
 
 def best_rate(run, work: float, repeats: int) -> float:

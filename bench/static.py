@@ -71,13 +71,14 @@ def trained_rows(path: Path, dims: list[int], texts: list[str], teacher: str) ->
     name = export.parent.name if export.name == "export" else export.name
     rows = []
     if (export / ADAPTER_FILE).exists():
-        from embres.adapters import hybrid
+        from embres import adapters
         from embres.models import load_model
 
         student = load_student(export)
         encode, params = student.encode, student.params
-        flops = hybrid.flops_per_token(params)
-        teacher_flops = hybrid.teacher_flops_per_token(load_model(teacher).config, length=16)
+        flops = adapters.get(student.kind).flops_per_token(params, length=16)
+        model = load_model(teacher, with_tokenizer=False)
+        teacher_flops = model.family.flops_per_token(model.config, length=16)
         print(
             f"hybrid {export}: {flops:,} FLOPs/token vs teacher {teacher_flops:,} at 16 tokens "
             f"({100 * flops / teacher_flops:.2f}%)"

@@ -11,7 +11,8 @@ before the convolution so they never leak into real tokens. The gate starts near
 (sigmoid(-2) ≈ 0.12), so training starts from the static student.
 
 Cost per token (multiply-adds ×2): ``2·k·d + 2·2·d·h`` FLOPs, e.g. 0.27 MFLOP at d=h=256,
-k=5, against about 21 MFLOP for all-MiniLM-L6-v2 (see :func:`flops_per_token`).
+k=5, against about 21 MFLOP for all-MiniLM-L6-v2 at 16 tokens (see :func:`flops_per_token`
+and :func:`embres.models.bert.flops_per_token`).
 """
 
 from __future__ import annotations
@@ -86,14 +87,19 @@ def table_bytes(params: dict, table_shape: tuple[int, int]) -> int:
     return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params)))
 
 
-def flops_per_token(params: dict) -> int:
-    """FLOPs per token of the contextual path (the static lookup is free)."""
+def flops_per_token(params: dict, length: int = 16) -> int:
+    """FLOPs per token of the contextual path (multiply-adds x2; the static lookup is free).
+
+    Args:
+      params: the hybrid's params (``conv`` [k, d], ``w_in`` [d, h], ...).
+      length: tokens per sequence; unused, the conv mixer's cost does not depend on it (the
+        argument is the signature every contextual adapter shares).
+
+    Returns:
+      ``2 k d`` (depthwise conv) + ``2 * 2 d h`` (the two matmuls) + ``2 d`` (the gate's
+      scale and add), an integer. Pad masking, the bias and GELU are not counted.
+    """
+    del length
     k, d = params["conv"].shape
     h = params["w_in"].shape[1]
     return 2 * k * d + 2 * 2 * d * h + 2 * d  # conv, two matmuls, gate
-
-
-def teacher_flops_per_token(config: Any, length: int = 16) -> int:
-    """FLOPs per token of a BERT-style teacher forward at sequence ``length``."""
-    d, f, n = config.hidden_size, config.intermediate_size, config.num_layers
-    return n * 2 * (4 * d * d + 2 * d * f + 2 * length * d)

@@ -87,6 +87,26 @@ class Config:
         return self.max_positions
 
 
+def flops_per_token(config: Config, length: int = 16) -> int:
+    """FLOPs per token of one encoder forward over sequences of ``length`` tokens.
+
+    A multiply-add counts as 2 FLOPs. Per layer and token: the Q, K, V and output
+    projections (``4 d^2`` multiply-adds), the FFN (``2 d f``) and attention's score and
+    context matmuls (``2 L d``: each token's query meets ``L`` keys, and ``L`` values are
+    mixed back). The embedding lookup, LayerNorms, biases, softmax and activations are not
+    counted (a few percent at real widths); nor is any head. XLM-R shares this encoder.
+
+    Args:
+      config: the encoder's shape.
+      length: tokens per sequence (the attention terms grow with it).
+
+    Returns:
+      FLOPs per token, an integer.
+    """
+    d, f, n = config.hidden_size, config.intermediate_size, config.num_layers
+    return n * 2 * (4 * d * d + 2 * d * f + 2 * length * d)
+
+
 def position_ids_for(
     config: Config, input_ids: jax.Array, attention_mask: jax.Array | None = None
 ) -> jax.Array:

@@ -82,6 +82,28 @@ class Config:
         return self.max_positions
 
 
+def flops_per_token(config: Config, length: int = 16) -> int:
+    """FLOPs per token of one decoder forward over sequences of ``length`` tokens.
+
+    A multiply-add counts as 2 FLOPs. Per layer and token: ``c_attn`` (Q, K, V) and
+    ``c_proj`` (``4 d^2`` multiply-adds), the MLP (``2 d f``), and attention's score and
+    context matmuls counted over the full ``L x L`` square (``2 L d``), as the compiled
+    attention computes them: the causal mask hides the upper half after the matmul, it
+    does not skip it (a kernel that skips masked blocks does about half that term). The
+    embedding lookups, LayerNorms, biases, softmax, activations and the LM head are not
+    counted.
+
+    Args:
+      config: the decoder's shape.
+      length: tokens per sequence (the attention terms grow with it).
+
+    Returns:
+      FLOPs per token, an integer.
+    """
+    d, f, n = config.hidden_size, config.intermediate_size, config.num_layers
+    return n * 2 * (4 * d * d + 2 * d * f + 2 * length * d)
+
+
 def position_ids_for(config: Config, attention_mask: jax.Array) -> jax.Array:
     """Positions that count real tokens, so left-padded rows start at 0 like unpadded ones."""
     del config

@@ -17,6 +17,7 @@ Encoder = bert.Encoder
 KEY_MAP = bert.KEY_MAP
 IGNORED_KEYS = bert.IGNORED_KEYS
 TABLE_PATH = bert.TABLE_PATH
+flops_per_token = bert.flops_per_token  # the same encoder, the same count
 
 
 class Config(bert.Config):
