@@ -10,11 +10,20 @@ depthwise conv XLA counts as ``(2k-1) d`` against our ``2 k d``). A formula that
 FFN (~60% of a layer) or is off by a factor 2 lands far outside. The attention score term
 is ~1-4% of a layer at these lengths, so it is checked on its own: the growth of FLOPs per
 token between two lengths, which is that term alone (plus softmax's few FLOPs per score).
+
+Adapters are found in ``embres.adapters.ADAPTERS`` (every one with ``flops_per_token``); one
+whose ``init`` needs more than a generic config is skipped, naming what it missed. Last,
+``bench/hybrid.py`` runs in-process on tiny exports, a tiny teacher and cut STS files.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +34,10 @@ from embres import adapters
 from embres.metrics import compiled_flops
 from embres.models import load_model
 
+REPO = Path(__file__).resolve().parents[1]
 BATCH = 2
 LENGTHS = (16, 48)
+TINY = dict(hidden_size=128, num_heads=4)
 
 
 def _xla_flops(fn, *args) -> float:
@@ -40,7 +51,7 @@ def _xla_flops(fn, *args) -> float:
 def family_model(request, tiny_models):
     # Width 128 keeps XLA's elementwise extras small against the matmuls (see the docstring);
     # attention="xla": a fused kernel's custom call would hide its FLOPs from the count.
-    return load_model(tiny_models(request.param, hidden_size=128, num_heads=4), attention="xla")
+    return load_model(tiny_models(request.param, **TINY), attention="xla")
 
 
 def _teacher_xla_per_token(model, length: int) -> float:
@@ -95,3 +106,77 @@ def test_adapter_flops_per_token_matches_xla(name):
         ours = adapter.flops_per_token(flat, length)
         assert isinstance(ours, int) and ours > 0
         assert 0.95 <= xla / ours <= 1.15, (name, length, xla, ours)
+
+
+def _tiny_exports(root):
+    """A static and a hybrid export over the tiny BERT tokenizer."""
+    from embres.adapters import hybrid
+    from embres.export import export_static
+    from embres.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer("bert")
+    table = np.random.default_rng(0).normal(size=(len(tokenizer), 24)).astype(np.float32)
+    export_static(table[:, :16], tokenizer, root / "static")
+    cfg = types.SimpleNamespace(target_dim=16, kernel_size=3, hidden_dim=32)
+    params = {k: np.asarray(v) for k, v in hybrid.init(jax.random.PRNGKey(0), table, cfg).items()}
+    export_static(
+        params["table"], tokenizer, root / "conv", meta={"adapter": "hybrid"}, adapter_params=params
+    )
+    return params
+
+
+def _small_data(data_dir, out, lines: int = 120):
+    """The STS files the bench reads, cut to their first ``lines`` lines (a quick run)."""
+    from embres.evaluate.sts import DATASETS
+
+    for _, files in DATASETS.values():
+        for name in set(files.values()):
+            text = (data_dir / name).read_text(encoding="utf-8").splitlines()[:lines]
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("\n".join(text) + "\n", encoding="utf-8")
+    return out
+
+
+def test_bench_hybrid_writes_table_json_and_plot(tmp_path, tiny_models, data_dir, monkeypatch):
+    from embres.adapters import hybrid
+    from embres.models import bert
+
+    monkeypatch.setenv("EMBRES_DATA_DIR", str(_small_data(data_dir, tmp_path / "data")))
+    params = _tiny_exports(tmp_path)
+    spec = importlib.util.spec_from_file_location("bench_hybrid", REPO / "bench" / "hybrid.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "out"
+    teacher_dir = tiny_models("bert", **TINY)  # the checkpoint the FLOP test built
+    argv = ["--teacher", str(teacher_dir), "--out", str(out), "--sentences", "100"]
+    argv += ["--repeats", "1", "--student", f"static={tmp_path / 'static'}"]
+    assert bench.main([*argv, "--student", f"conv={tmp_path / 'conv'}"]) == 0
+
+    result = json.loads((out / "hybrid.json").read_text())
+    rows = {r["model"]: r for r in result["rows"]}
+    teacher, static, conv = rows["teacher model"], rows["static"], rows["conv"]
+    assert static["flops_per_token"] == 0 and static["kind"] == "static"
+    assert conv["flops_per_token"] == hybrid.flops_per_token(params)
+    assert conv["flops_pct_teacher"] == pytest.approx(
+        100 * conv["flops_per_token"] / teacher["flops_per_token"]
+    )
+    assert teacher["mean_tokens"] > conv["mean_tokens"]  # [CLS] and [SEP] counted
+    teacher_config = load_model(teacher_dir, with_tokenizer=False).config
+    assert teacher["flops_per_token"] == bert.flops_per_token(
+        teacher_config, round(teacher["mean_tokens"])
+    )
+    assert conv["params"] == sum(v.size for v in params.values())
+    assert all(r["sent_per_s"] > 0 and -100 <= r["stsb_dev"] <= 100 for r in (teacher, conv))
+    assert "| conv | hybrid |" in (out / "hybrid.md").read_text()
+    assert (out / "hybrid.png").stat().st_size > 0
+
+
+def test_bench_hybrid_rejects_a_student_without_a_path():
+    result = subprocess.run(
+        [sys.executable, "bench/hybrid.py", "--no-teacher", "--student", "conv"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "'conv' is not NAME=PATH" in result.stderr
