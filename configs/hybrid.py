@@ -1,50 +1,71 @@
-r"""The hybrid student: static token vectors plus a gated depthwise-conv mixer (word order).
+r"""Hybrid students: static rows plus a context module, distilled token by token.
 
-Starts from vocabulary distillation of the teacher (as the static student does) and trains
-the table, the mixer and its gate against the teacher's sentence vectors (objective
-``static_distill``). Corpus-free by default: the teacher embeds ``config.data.cache_rows``
-sequences sampled from its vocabulary once (cached in the workdir), never inside the step;
-with a text corpus it embeds each line once.
+Variants (``configs/hybrid.py:variant=NAME``), each an adapter plus an objective:
+
+* ``transfer`` (layer adaptation): the teacher's last block carried over into the
+  256-wide PCA basis of its hidden space (heads kept, FFN pruned to 1,024 neurons),
+  fine-tuned with the rows (adapter ``transfer``, objective ``token_distill``);
+* ``attention``: one small pre-LN attention layer (4 heads, FFN 512) over the rows,
+  trained from scratch (adapter ``attention``);
+* ``conv``: the gated depthwise-conv mixer (adapter ``hybrid``) under the same
+  token-level objective;
+* ``conv_pooled``: the conv mixer as it was first trained, on pooled sentence vectors
+  only (objective ``static_distill``): the baseline.
+
+All but ``conv_pooled`` train on ``text/en.txt`` against the teacher's last-layer token
+states (cached once, float16, in the PCA basis) plus the pooled vector.
 
 Commands::
 
-    python -m embres.train --config=configs/hybrid.py                           # corpus-free
-    python -m embres.train --config=configs/hybrid.py \
-        --config.data.source=text:../shared/data/text/en.txt
+    python -m embres.train --config=configs/hybrid.py --workdir=runs/hybrid_transfer
+    python -m embres.train --config=configs/hybrid.py:variant=attention --workdir=runs/hybrid_attention
+    python -m embres.train --config=configs/hybrid.py:variant=conv --workdir=runs/hybrid_conv
+    python -m embres.train --config=configs/hybrid.py:variant=conv_pooled \
+        --config.data.source=text:../shared/data/text/en.txt --workdir=runs/hybrid_conv_pooled
     python -m embres.train --config=configs/hybrid.py:runlocal --workdir=/tmp/hybrid_local
-
-Numbers it produced (all-MiniLM-L6-v2, 2 CPU cores, ``python bench/defaults.py``; dev splits,
-Spearman x100; teacher: STS-B 86.72, SICK trial 79.99, STSb-TR 52.91):
-
-* Default command: 266 s wall; STS-B dev 81.09, SICK trial 64.22, STSb-TR dev 52.93,
-  fidelity 0.832 (cosine to the teacher's vectors on its PCA basis, held-out sequences).
-  With 16,384 cached sequences: 315 s; 80.81 / 63.71 / 53.29.
-* The static rows alone of that export (``load_student(dir, static=True)``) score higher
-  than with the mixer (81.66 / 65.70 / 54.77 at 16,384): on random token sequences the
-  mixer learns no useful word order. On en.txt, see the README's static-student table.
 """
 
 from embres import configlib
 
+VARIANTS = ("transfer", "attention", "conv", "conv_pooled")
+
 
 def get_config(arg: str | None = None):
-    """Config for ``configs/hybrid.py[:runlocal,target_dim=N]``."""
-    arg = configlib.parse_arg(arg, runlocal=False, target_dim=0)
+    """Config for ``configs/hybrid.py[:variant=NAME,runlocal,target_dim=N]``."""
+    arg = configlib.parse_arg(arg, runlocal=False, target_dim=0, variant="transfer")
+    if arg.variant not in VARIANTS:
+        raise ValueError(f"variant={arg.variant!r}; expected one of {list(VARIANTS)}")
     c = configlib.base_config()
-
     c.adapter = configlib.section()
-    c.adapter.type = "hybrid"
     # runlocal is a smoke run: a width any teacher, even a tiny test model, has.
     c.adapter.target_dim = arg.target_dim or (16 if arg.runlocal else 256)
-    c.adapter.kernel_size = 5
-    c.adapter.hidden_dim = 256
-    c.adapter.weighting = "none"  # SIF weights from vocabulary distillation instead
 
-    configlib.static_distill_training(c)
-    # Corpus-free: 8,192 sampled sequences embedded once keep the default run under 5 minutes
-    # on 2 cores (266 s; 16,384 took 315 s) and score as well on three signals (bench/defaults.py).
-    c.data.cache_rows = 8_192
+    if arg.variant in ("conv", "conv_pooled"):
+        c.adapter.type = "hybrid"
+        c.adapter.kernel_size = 5
+        c.adapter.hidden_dim = 256
+        c.adapter.weighting = "none"
+    elif arg.variant == "attention":
+        c.adapter.type = "attention"
+        c.adapter.layers = 1
+        c.adapter.heads = 4
+        c.adapter.ffn_dim = 512
+        c.adapter.max_positions = 64
+        c.adapter.weighting = "none"
+    else:
+        c.adapter.type = "transfer"
+        c.adapter.layers = 1  # the teacher's last block
+        c.adapter.heads = 0  # 0: all the teacher's heads
+        c.adapter.head_dim = 0  # 0: the teacher's (filled in before training)
+        c.adapter.ffn_dim = 0 if arg.runlocal else 1024  # of 1,536: keeps FLOPs under 10%
+        c.adapter.max_positions = 64
+        c.adapter.weighting = "none"
 
+    if arg.variant == "conv_pooled":
+        configlib.static_distill_training(c)
+        c.data.cache_rows = 8_192
+    else:
+        configlib.token_distill_training(c)
     if arg.runlocal:
         configlib.shrink_for_runlocal(c)
     return c

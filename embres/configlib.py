@@ -119,6 +119,31 @@ def static_distill_training(c: ml_collections.ConfigDict) -> ml_collections.Conf
     return c
 
 
+def token_distill_training(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Objective, data and schedule of the contextual students (``token_distill``)."""
+    c.objective = section()
+    c.objective.kind = "token_distill"
+    c.objective.loss = "cosine"  # pooled vector: or "mse", "contrastive"
+    c.objective.temperature = 0.05
+    c.objective.pooled_target = "tokens"  # mean of the teacher's token states; or "sentence"
+    c.objective.token_loss = "mse"  # relative squared error per token; or "cosine"
+    c.objective.token_weight = 1.0
+    c.objective.mid_weight = 0.0  # the context module's input against the row layer's states
+    c.objective.row_layer = "auto"  # the transfer's input layer, else the last
+    c.objective.row_pooling = "mean"  # vocabulary rows: mean over the template, or "token"
+    c.objective.row_init = "vocab"  # or "corpus": each token's mean state over the corpus
+    c.objective.row_prior = 1.0
+    c.data.source = "text:" + data_path("text/en.txt")
+    c.data.max_length = 64
+    c.data.cache_dir = ""  # default: <workdir>/token_cache
+    c.batch_size = 128
+    c.total_steps = 600
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 30
+    c.checkpoint.every_steps = 100
+    return c
+
+
 def static_student_config(
     target_dim: int | None = None, runlocal: bool = False
 ) -> ml_collections.ConfigDict:

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from embres.adapters import hybrid, lowrank, projection, static, table
+from embres.adapters import attention, hybrid, lowrank, projection, static, table, transfer
 
 ADAPTERS: dict[str, ModuleType] = {
+    "attention": attention,
     "hybrid": hybrid,
     "lowrank": lowrank,
     "projection": projection,
     "static": static,
     "table": table,
+    "transfer": transfer,
 }
 
 

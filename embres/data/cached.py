@@ -105,7 +105,7 @@ def text_rows(
     return held, rows()
 
 
-def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+def npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
     """A fixed-size .npy v1 header, so the row count can be written after streaming."""
     body = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape!r}, }}"
     body = body.ljust(_HEADER_BYTES - 10 - 1) + "\n"
@@ -123,7 +123,7 @@ def _meta(cache: Path) -> dict | None:
     return meta
 
 
-def _remove_stale(out: Path) -> None:
+def remove_stale(out: Path) -> None:
     """Removes ``<out>.partial-<host>-<pid>`` / ``.old-...`` folders of dead builds on this host."""
     host = socket.gethostname()
     for tag in ("partial", "old"):
@@ -135,6 +135,25 @@ def _remove_stale(out: Path) -> None:
                 and (int(pid) == os.getpid() or not pid_alive(int(pid)))
             ):
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def swap_in(partial: Path, out: Path, tag: str) -> None:
+    """Moves the complete folder ``partial`` to ``out``, replacing what ``out`` held.
+
+    A folder cannot be replaced by one rename: the old one is moved aside to
+    ``<out>.old-<tag>`` first, and put back if the second rename fails.
+    """
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{tag}")
+        os.replace(out, old)
+        try:
+            os.replace(partial, out)
+        except OSError:
+            os.replace(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, out)
 
 
 def _write_arrays(
@@ -150,7 +169,7 @@ def _write_arrays(
     files = {name: open(folder / name, "wb") for name in ("ids.npy", "lengths.npy", "targets.npy")}
     try:
         for f in files.values():
-            f.write(_npy_header("<i4", (0,)))  # placeholder, rewritten with the final shape
+            f.write(npy_header("<i4", (0,)))  # placeholder, rewritten with the final shape
 
         def store(ids, lengths, outputs, order):  # waits for one chunk's vectors, appends it
             nonlocal dim
@@ -212,7 +231,7 @@ def _write_arrays(
             "targets.npy": ("<f4", (count, dim)),
         }.items():
             files[name].seek(0)
-            files[name].write(_npy_header(dtype, shape))
+            files[name].write(npy_header(dtype, shape))
     finally:
         for f in files.values():
             f.close()
@@ -273,7 +292,7 @@ def build_cache(
             f"cache (expected only {sorted(FILES)}); refusing to replace it"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out)
+    remove_stale(out)
     tag = f"{socket.gethostname()}-{os.getpid()}"
     partial = out.with_name(f"{out.name}.partial-{tag}")
     partial.mkdir()
@@ -285,17 +304,7 @@ def build_cache(
         (partial / "heldout.json").write_text(json.dumps(list(heldout_texts)))
         meta = {"version": CACHE_VERSION, "key": key, "count": count, "max_length": max_length}
         (partial / "meta.json").write_text(json.dumps(meta, indent=2))
-        if out.exists():  # a folder cannot be replaced by a rename: move it aside first
-            old = out.with_name(f"{out.name}.old-{tag}")
-            os.replace(out, old)
-            try:
-                os.replace(partial, out)
-            except OSError:
-                os.replace(old, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(partial, out)
+        swap_in(partial, out, tag)
     finally:
         bar.close()
         shutil.rmtree(partial, ignore_errors=True)  # gone already when the build succeeded

@@ -22,7 +22,13 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-BUILTIN = ("compressed_teacher", "cross_lingual", "static_distill", "sts_finetune")
+BUILTIN = (
+    "compressed_teacher",
+    "cross_lingual",
+    "static_distill",
+    "sts_finetune",
+    "token_distill",
+)
 _REGISTERED: dict[str, ModuleType] = {}
 
 EmbedFn = Callable[[list[str]], Any]

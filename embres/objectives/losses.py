@@ -58,6 +58,27 @@ def hidden_states_loss(
     return total / max(len(layers), 1)
 
 
+TOKEN_LOSSES = ("mse", "cosine")
+
+
+def token_state_loss(
+    student: jax.Array, teacher: jax.Array, mask: jax.Array, kind: str = "mse"
+) -> jax.Array:
+    """Per-example distance of token states [batch, length, d] over real tokens -> [batch].
+
+    ``mse``: squared error relative to the teacher's mean squared norm (scale-free, and it
+    matches the states' norms, which a mean pooling weighs tokens by); ``cosine``: mean
+    ``1 - cos`` per token.
+    """
+    s, t = student.astype(jnp.float32), teacher.astype(jnp.float32)
+    if kind == "cosine":
+        return masked_token_mean(1.0 - jnp.sum(_normalize(s) * _normalize(t), -1), mask)
+    if kind != "mse":
+        raise ValueError(f"config.objective.token_loss={kind!r}; expected one of {TOKEN_LOSSES}")
+    error = masked_token_mean(jnp.sum(jnp.square(s - t), -1), mask)
+    return error / jnp.maximum(masked_token_mean(jnp.sum(jnp.square(t), -1), mask), 1e-12)
+
+
 def similarity_loss(student: jax.Array, teacher: jax.Array) -> jax.Array:
     """Per-example MSE between in-batch cosine-similarity rows -> [batch].
 

@@ -129,7 +129,7 @@ def student_vectors(adapter: Any, params: Any, batch: dict, frozen: dict):
     return pooling_lib.pool(vectors, mask, "mean")
 
 
-def _corpus(config: Any, model: Any) -> tuple[dict, list[str], Any]:
+def training_corpus(config: Any, model: Any) -> tuple[dict, list[str], Any]:
     """(cache key of the corpus, held-out texts, iterator of token-id rows)."""
     from embres import data
     from embres.data import cached
@@ -189,7 +189,7 @@ def prepare(
     projection = np.asarray(components, np.float32)  # [d, target_dim], targets @ projection
     rows = ((raw - mean) @ components).astype(np.float32)  # [vocab, target_dim]
 
-    corpus_key, held, corpus_rows = _corpus(config, host)
+    corpus_key, held, corpus_rows = training_corpus(config, host)
     key = {
         "teacher": str(host.path),
         "pooling": host.pooling,

@@ -1,0 +1,103 @@
+"""Transformer blocks over a student's token vectors: pure functions over flat param dicts.
+
+Shared by the contextual adapters :mod:`embres.adapters.attention` (small pre-LN blocks,
+trained from scratch) and :mod:`embres.adapters.transfer` (the teacher's own post-LN blocks,
+carried over in the PCA basis of its hidden space). Params live in one flat dict under a
+prefix per block (``"block0.wq"``...), so an export is a plain safetensors file and
+``apply`` reads every size from the arrays' shapes: no config is needed to serve.
+
+Shapes (``d`` the student's width, ``H`` heads of width ``k``, ``f`` the FFN width)::
+
+    wq, wk, wv [d, H, k]   bq, bk, bv [H, k]   wo [H, k, d]   bo [d]
+    w1 [d, f]  b1 [f]      w2 [f, d]  b2 [d]
+
+FLOPs per token (multiply-adds x2) at sequence length ``L``: ``2·4·d·H·k`` for the
+projections, ``2·2·L·H·k`` for scores and context, ``2·2·d·f`` for the FFN, plus the
+LayerNorms (``2·d·d`` each for the PCA-basis LayerNorm of a transferred block).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+LN_EPS = 1e-12  # BERT's (XLM-R uses 1e-5: a relative difference below 1e-6 at unit variance)
+_MASKED = -1e9  # a finite "minus infinity": a row with no real key gives uniform, not NaN
+FFN = ("w1", "b1", "w2", "b2")
+ATTENTION = ("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo")
+
+
+def count(params: dict) -> int:
+    """Number of blocks in ``params`` (keys ``block<i>.*``)."""
+    return len({k.split(".")[0] for k in params if k.startswith("block")})
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array) -> jax.Array:
+    """LayerNorm over the last axis, statistics in float32."""
+    x = x.astype(jnp.float32)
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + LN_EPS) * scale + bias
+
+
+def basis_layer_norm(r: jax.Array, p: dict, prefix: str) -> jax.Array:
+    """The teacher's LayerNorm of ``x = r·Pᵀ + μ``, computed and returned in the PCA basis.
+
+    ``r`` holds coordinates in a basis ``P`` [D, d] (orthonormal columns) around a mean
+    ``μ``. The mean and variance of the D-wide ``x`` follow from ``r`` exactly
+    (``mean = r·u + m0``, ``E[x²] = |r|²·c + r·w + q0``), and ``(LN(x) - μ)·P`` is
+    ``(r·G + a - mean·g) / std + b`` with ``G = Pᵀ diag(γ) P``. With ``P = I`` and ``μ = 0``
+    it is exactly the teacher's LayerNorm; all of these are trained afterwards.
+    """
+    r = r.astype(jnp.float32)
+    get = lambda name: p[prefix + name]  # noqa: E731
+    mean = r @ get("u") + get("m0")
+    second = jnp.sum(r * r, -1) * get("c") + r @ get("w") + get("q0")
+    std_inv = jax.lax.rsqrt(jnp.maximum(second - mean * mean, 0.0) + LN_EPS)
+    return (r @ get("G") + get("a") - mean[..., None] * get("g")) * std_inv[..., None] + get("b")
+
+
+def attention(x: jax.Array, mask: jax.Array, p: dict, prefix: str) -> jax.Array:
+    """Multi-head self-attention over real tokens (``mask`` [b, l], 1 = real): [b, l, d]."""
+    q = jnp.einsum("bld,dhk->blhk", x, p[prefix + "wq"]) + p[prefix + "bq"]
+    k = jnp.einsum("bld,dhk->blhk", x, p[prefix + "wk"]) + p[prefix + "bk"]
+    v = jnp.einsum("bld,dhk->blhk", x, p[prefix + "wv"]) + p[prefix + "bv"]
+    scores = jnp.einsum("bqhk,bshk->bhqs", q, k) / jnp.sqrt(jnp.float32(q.shape[-1]))
+    scores = jnp.where(mask.astype(bool)[:, None, None, :], scores, _MASKED)
+    weights = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
+    context = jnp.einsum("bhqs,bshk->bqhk", weights, v)
+    return jnp.einsum("bqhk,hkd->bqd", context, p[prefix + "wo"]) + p[prefix + "bo"]
+
+
+def ffn(x: jax.Array, p: dict, prefix: str) -> jax.Array:
+    """Two-layer GELU MLP (exact, erf GELU: BERT's ``gelu``)."""
+    hidden = jax.nn.gelu(x @ p[prefix + "w1"] + p[prefix + "b1"], approximate=False)
+    return hidden @ p[prefix + "w2"] + p[prefix + "b2"]
+
+
+def pre_ln_block(x: jax.Array, mask: jax.Array, p: dict, prefix: str) -> jax.Array:
+    """``x + attn(LN(x))``, then ``+ ffn(LN(·))``: with zero output weights, the identity."""
+    ln = lambda y, name: layer_norm(y, p[prefix + name + "_scale"], p[prefix + name + "_bias"])  # noqa: E731
+    x = x + attention(ln(x, "ln1"), mask, p, prefix)
+    return x + ffn(ln(x, "ln2"), p, prefix)
+
+
+def post_ln_block(x: jax.Array, mask: jax.Array, p: dict, prefix: str) -> jax.Array:
+    """BERT's block, ``LN(h + ffn(h))`` with ``h = LN(x + attn(x))``, in the PCA basis."""
+    h = basis_layer_norm(x + attention(x, mask, p, prefix), p, prefix + "ln1.")
+    return basis_layer_norm(h + ffn(h, p, prefix), p, prefix + "ln2.")
+
+
+def flops_per_token(params: dict, length: int, basis_norm: bool) -> int:
+    """FLOPs per token of every block in ``params`` at sequence ``length``."""
+    total = 0
+    for i in range(count(params)):
+        pre = f"block{i}."
+        d, heads, width = params[pre + "wq"].shape
+        inner = heads * width
+        f = params[pre + "w1"].shape[1]
+        total += 2 * 4 * d * inner  # q, k, v, output projections
+        total += 2 * 2 * length * inner  # scores and context
+        total += 2 * 2 * d * f  # FFN
+        total += 2 * (2 * d * d if basis_norm else 0)  # G in each PCA-basis LayerNorm
+    return total

@@ -1,0 +1,298 @@
+"""Contextual students distilled from the teacher's token states and sentence vectors.
+
+A hybrid student (static rows plus a context module: the conv mixer, small attention
+layers, or the teacher's own last block carried over) trained only on pooled sentence
+vectors sees the same signal as a static student, and learns little word order. Here every
+token's output is trained against the teacher's state of that token in context
+(``config.objective.token_weight``), alongside the pooled vector, and optionally the
+context module's input against a middle layer (``mid_weight``: for a transferred block,
+the states it was built to read).
+
+Everything lives in one basis: the PCA of the teacher's vocabulary rows at the layer the
+student's rows stand for (``row_layer``). The rows, the cached token states and the pooled
+targets are all ``(h - μ) · P``, so a transferred block can read the rows and be compared
+with the teacher's next layer directly. The teacher's states are cached once per sentence
+(:mod:`embres.data.token_cache`: float16, memory-mapped, grouped by length), never
+computed in the step (see ``bench/token_targets.py`` for the measured trade-off).
+
+The student never sees the template ids (``[CLS]``/``[SEP]``): batches hold each
+sentence's own tokens from position 0, exactly as the served model tokenises.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from embres import linalg, tokenize
+from embres import pooling as pooling_lib
+from embres.objectives import Plan, common, losses, static_distill
+
+NAME = "token_distill"
+ADAPTERS = ("static", "hybrid", "attention", "transfer")
+SOURCES = ("text", "tfds")
+POOLED_TARGETS = ("tokens", "sentence")
+ROW_INITS = ("vocab", "corpus")
+
+
+def row_layer(config: Any, model: Any, adapter: Any) -> int:
+    """The hidden-state index the student's rows stand for, in 0..L.
+
+    ``"auto"``: the input of the first transferred block for an adapter that carries the
+    teacher's blocks over (``L - layers``), else the last layer.
+    """
+    n = model.config.num_layers
+    layer = config.objective.get("row_layer", "auto")
+    if layer == "auto":
+        layer = n - config.adapter.get("layers", 1) if hasattr(adapter, "from_teacher") else n
+    return int(layer) % (n + 1)
+
+
+def check(config: Any, model: Any, adapter: Any) -> None:
+    """Adapter, sizes, losses, layers and data source, before anything is run."""
+    from embres import data
+
+    kind = config.adapter.type
+    if kind not in ADAPTERS:
+        common.refuse_pair(
+            NAME,
+            kind,
+            "it needs token vectors in the basis of the teacher's hidden space",
+            ADAPTERS,
+        )
+    shape = (model.config.vocab_size, model.config.hidden_size)
+    adapter.check_config(config.adapter, shape)
+    width = int(adapter.output_dim(config.adapter, shape))
+    if width > model.config.hidden_size:
+        raise ValueError(
+            f"config.adapter.target_dim={width}; expected at most the teacher's width "
+            f"{model.config.hidden_size}"
+        )
+    if hasattr(adapter, "resolve_sizes"):
+        adapter.resolve_sizes(copy.deepcopy(config.adapter), model.config)
+    obj = config.objective
+    n = model.config.num_layers
+    layer = obj.get("row_layer", "auto")
+    if layer != "auto" and not (isinstance(layer, int) and -(n + 1) <= layer <= n):
+        raise ValueError(
+            f"config.objective.row_layer={layer!r}; expected 'auto' or an int in -{n + 1}..{n}"
+        )
+    for key, allowed in (
+        ("loss", losses.STATIC_LOSSES),
+        ("token_loss", losses.TOKEN_LOSSES),
+        ("pooled_target", POOLED_TARGETS),
+        ("row_init", ROW_INITS),
+        ("row_pooling", ("mean", "token")),
+    ):
+        if key in obj and obj[key] not in allowed:
+            raise ValueError(f"config.objective.{key}={obj[key]!r}; expected one of {allowed}")
+    for key in ("token_weight", "mid_weight", "row_prior"):
+        value = obj.get(key, 0.0)
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"config.objective.{key}={value!r}; expected a number >= 0")
+    if obj.get("mid_weight", 0.0) and not hasattr(adapter, "apply_states"):
+        raise ValueError(
+            f"config.objective.mid_weight={obj.mid_weight}: adapter {kind!r} exposes no "
+            "middle states (no apply_states); set it to 0"
+        )
+    spec = data.parse_spec(config.data.source)
+    if spec.kind not in SOURCES:
+        raise ValueError(
+            f"objective {NAME!r} learns context from real sentences; config.data.source="
+            f"{config.data.source!r} is a {spec.kind!r} source; expected one of {SOURCES}"
+        )
+    common.check_sizes(config, model)
+
+
+def basis_rows(host: Any, layer: int, width: int, pooling: str):
+    """(rows [V, width] in the basis, mean [D], components [D, width]) from the teacher's
+    vocabulary rows at ``layer`` (placeholders and specials get the mean row)."""
+    from embres.distill import teacher_token_rows
+
+    raw = teacher_token_rows(host, layer=layer, pooling=pooling)
+    usable = tokenize.usable_token_mask(host.tokenizer, host.config.vocab_size)
+    raw[~usable] = raw[usable].mean(0)
+    mean, components = linalg.pca(raw.astype(np.float64), width)
+    mean, components = np.asarray(mean, np.float32), np.asarray(components, np.float32)
+    return ((raw - mean) @ components).astype(np.float32), mean, components
+
+
+def prepare(
+    config: Any,
+    model: Any,
+    adapter: Any,
+    workdir: Path,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Plan:
+    """Vocabulary rows and their basis, the token-state cache, the transferred blocks."""
+    from embres.data import token_cache
+    from embres.export import STATIC_MAX_LENGTH, export_static
+    from embres.static import AdapterEmbedder, StaticEmbedder
+
+    host = common.host_model(model)
+    obj, n = config.objective, host.config.num_layers
+    width = int(
+        adapter.output_dim(config.adapter, (host.config.vocab_size, host.config.hidden_size))
+    )
+    start = row_layer(config, host, adapter)
+    rows, mean, basis = basis_rows(host, start, width, obj.get("row_pooling", "mean"))
+    basis_hash = hashlib.sha256(basis.tobytes() + mean.tobytes()).hexdigest()
+    need_mid = obj.get("mid_weight", 0.0) > 0 or obj.get("row_init", "vocab") == "corpus"
+    layers = tuple(sorted({n, start} if need_mid else {n}))
+
+    corpus_key, held, corpus_rows = static_distill.training_corpus(config, host)
+    key = {
+        "teacher": str(host.path),
+        "dtype": str(config.dtype),
+        "heldout": int(config.data.heldout),
+        "corpus": corpus_key,
+        "basis_sha256": basis_hash,
+    }
+    cache_dir = Path(config.data.get("cache_dir") or (Path(workdir) / "token_cache"))
+    if process_index == 0:
+        token_cache.build_token_cache(
+            host,
+            corpus_rows,
+            cache_dir,
+            max_length=config.data.max_length,
+            key=key,
+            heldout_texts=held,
+            mean=mean,
+            basis=basis,
+            layers=layers,
+        )
+    if process_count > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("embres_token_cache_built")
+    source = token_cache.TokenCacheSource(
+        cache_dir,
+        batch_size=config.batch_size // process_count,
+        seed=config.seed,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    if obj.get("row_init", "vocab") == "corpus":
+        rows = token_cache.corpus_rows(cache_dir, start, rows, obj.get("row_prior", 1.0))
+
+    frozen: dict[str, Any] = {
+        "content": common.content_mask(host.tokenizer, host.config.vocab_size)
+    }
+    if hasattr(adapter, "from_teacher"):  # weights carried over: frozen, updates trained
+        frozen["base"] = adapter.from_teacher(host, mean, basis, config.adapter)
+    if obj.get("pooled_target", "tokens") == "sentence":
+        frozen["projection"] = basis
+    loss = _loss_fn(config, adapter, n, start)
+    unk = host.tokenizer.unk_token_id
+
+    def served(params):
+        """(plain table or None, the params a served contextual student holds)."""
+        params = {k: np.asarray(v, np.float32) for k, v in params.items()}
+        if hasattr(adapter, "merge"):
+            params = adapter.merge(params, frozen.get("base"))
+        table = adapter.materialize(params, rows)
+        if table is not None:
+            table = np.array(table, np.float32)
+            if unk is not None and unk < len(table):
+                table[unk] = 0.0  # [UNK] adds nothing, as in training
+        return table, params
+
+    def student(params):
+        table, merged = served(params)
+        if table is None:
+            embedder = AdapterEmbedder(adapter, merged, host.tokenizer, True, STATIC_MAX_LENGTH)
+        else:
+            embedder = StaticEmbedder(table, host.tokenizer, True, STATIC_MAX_LENGTH)
+        size = adapter.table_bytes(merged, rows.shape)
+        info = {
+            "table_bytes": size,
+            "total_bytes": size,
+            "params": merged,
+            "count_tokens": lambda texts: sum(len(r) for r in embedder.token_ids(texts)),
+            "fidelity_map": lambda vectors: vectors @ basis,
+        }
+        return embedder.encode, info
+
+    def export(params, directory):
+        table, merged = served(params)
+        meta = {
+            "source_model": config.model,
+            "target_dim": width,
+            "adapter": config.adapter.type,
+            "objective": NAME,
+        }
+        if table is not None:
+            return export_static(table, host.tokenizer, directory, meta=meta)
+        return export_static(
+            np.asarray(merged["table"]),
+            host.tokenizer,
+            directory,
+            meta=meta,
+            adapter_params=merged,
+        )
+
+    return Plan(
+        init_table=rows,
+        init_weights=None,  # the rows stand for token states: no SIF scaling
+        frozen=frozen,
+        source=source,
+        loss=loss,
+        in_batch=obj.get("loss", "cosine") in losses.IN_BATCH_LOSSES,
+        meta={
+            "objective": NAME,
+            "basis_sha256": basis_hash,
+            "cache_key": key,
+            "layers": list(layers),
+        },
+        student=student,
+        teacher=lambda: common.teacher(host, config.eval.batch_size),
+        export=export,
+    )
+
+
+def _loss_fn(config: Any, adapter: Any, last: int, start: int):
+    """The pure loss: pooled vector + token states (+ the context module's input)."""
+    obj = config.objective
+    kind, temperature = obj.get("loss", "cosine"), obj.get("temperature", 0.05)
+    token_kind = obj.get("token_loss", "mse")
+    token_weight, mid_weight = obj.get("token_weight", 1.0), obj.get("mid_weight", 0.0)
+    pooled_target = obj.get("pooled_target", "tokens")
+    states_fn = getattr(adapter, "apply_states", None)
+
+    def loss(params, batch, frozen, rng):
+        del rng  # deterministic
+        ids = batch["ids"]
+        mask = batch["mask"] * frozen["content"][ids].astype(batch["mask"].dtype)
+        table = frozen.get("base")
+        if states_fn is not None:
+            tokens, inner = states_fn(params, table, ids, mask)
+        else:
+            tokens, inner = adapter.apply(params, table, ids, mask), {}
+        teacher_tokens = batch[f"states_{last}"].astype(jnp.float32)
+        student = pooling_lib.pool(tokens, mask, "mean")
+        if pooled_target == "tokens":
+            target = pooling_lib.pool(teacher_tokens, mask, "mean")
+        else:
+            target = batch["targets"] @ frozen["projection"]
+        pooled = jnp.mean(
+            losses.matryoshka_loss(student, target, (student.shape[-1],), kind, temperature)
+        )
+        token = jnp.mean(losses.token_state_loss(tokens, teacher_tokens, mask, token_kind))
+        total = pooled + token_weight * token
+        aux = {"pooled_loss": pooled, "token_loss": token}
+        if mid_weight:
+            mid = losses.token_state_loss(
+                inner["input"], batch[f"states_{start}"], mask, token_kind
+            )
+            total = total + mid_weight * jnp.mean(mid)
+            aux["mid_loss"] = jnp.mean(mid)
+        return total, aux
+
+    return loss
