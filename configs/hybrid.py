@@ -27,7 +27,7 @@ Commands::
 
 from embres import configlib
 
-VARIANTS = ("transfer", "attention", "conv", "conv_pooled")
+VARIANTS = ("transfer", "conv_transfer", "attention", "conv", "conv_pooled")
 
 
 def get_config(arg: str | None = None):
@@ -53,19 +53,30 @@ def get_config(arg: str | None = None):
         c.adapter.max_positions = 64
         c.adapter.weighting = "none"
     else:
-        c.adapter.type = "transfer"
+        c.adapter.type = arg.variant
         c.adapter.layers = 1  # the teacher's last block
         c.adapter.heads = 0  # 0: all the teacher's heads
         c.adapter.head_dim = 0  # 0: the teacher's (filled in before training)
-        c.adapter.ffn_dim = 0 if arg.runlocal else 1024  # of 1,536: keeps FLOPs under 10%
+        # FFN neurons kept of the teacher's 1,536: keeps FLOPs per token under 10% of its own
+        c.adapter.ffn_dim = 0 if arg.runlocal else (1024 if arg.variant == "transfer" else 768)
         c.adapter.max_positions = 64
         c.adapter.weighting = "none"
+        if arg.variant == "conv_transfer":
+            c.adapter.kernel_size = 5
+            c.adapter.hidden_dim = 128
 
     if arg.variant == "conv_pooled":
         configlib.static_distill_training(c)
         c.data.cache_rows = 8_192
     else:
         configlib.token_distill_training(c)
+        # Rows start as each token's mean state over the corpus (its vocabulary row where
+        # unseen); a transferred block's input is also fitted to the states it was built for.
+        c.objective.row_init = "corpus"
+        c.objective.mid_weight = 1.0 if "transfer" in arg.variant else 0.0
+        # In-domain text: the STS-B and SICK train splits' sentences (no score used, and no
+        # sentence that any dev, trial or test file holds), 14,404 short sentences.
+        c.data.source = "sentences:stsb,sick"
     if arg.runlocal:
         configlib.shrink_for_runlocal(c)
     return c

@@ -133,6 +133,7 @@ def token_distill_training(c: ml_collections.ConfigDict) -> ml_collections.Confi
     c.objective.row_pooling = "mean"  # vocabulary rows: mean over the template, or "token"
     c.objective.row_init = "vocab"  # or "corpus": each token's mean state over the corpus
     c.objective.row_prior = 1.0
+    c.objective.basis_sentences = 1024  # first training sentences the PCA basis is fitted on
     c.data.source = "text:" + data_path("text/en.txt")
     c.data.max_length = 64
     c.data.cache_dir = ""  # default: <workdir>/token_cache

@@ -19,10 +19,19 @@ float32 scale per row (``model_int8.safetensors``, quantised from the float32 ta
 smaller than float32 on disk; with ``keep_float32=False`` that is the only weight file, and
 embres loads it on its own (Model2Vec and sentence-transformers need ``model.safetensors``).
 
-**Contextual students** (an adapter whose ``materialize`` is None, e.g. the hybrid) are a
-static directory as above (their table alone is a usable static model, and is what
-Model2Vec and sentence-transformers load) plus ``adapter.safetensors`` holding every param;
-:func:`load_student` runs the adapter itself over them. Only embres runs the context path.
+**Contextual students** (an adapter whose ``materialize`` is None: ``hybrid``,
+``attention``, ``transfer``, ``conv_transfer``) are a static directory as above plus
+``adapter.safetensors``: every param, float32, flat names (``table`` [V, d], ``pos``
+[P, d], the mixer's ``conv``/``w_in``/``w_out``/``gate``, each block's ``block<i>.wq``
+[d, H, k], ``block<i>.w1`` [d, f], ``block<i>.ln1.G`` ...; a transferred block is stored
+merged, teacher weights plus trained updates), and ``embres_static.json`` names the adapter
+(``"adapter": "transfer"``). Every size is read from the arrays' shapes, so nothing else is
+needed to run it. :func:`load_student` (and ``python -m embres.evaluate --model DIR``) run
+the adapter over them: the same vectors as the trained model (tested). **Only embres runs
+the context path.** Model2Vec and sentence-transformers' ``StaticEmbedding`` load
+``model.safetensors`` alone, the student's static rows without any context (a different,
+weaker model, not the trained one); a sentence-transformers module or an ONNX graph of the
+context path is not written.
 
 **Compressed teachers** (:func:`export_compressed_teacher`) are a plain Hugging Face
 directory with the factorised table merged back, plus sentence-transformers' module files,

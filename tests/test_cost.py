@@ -84,13 +84,23 @@ def test_xlmr_shares_the_bert_count():
 CONTEXTUAL = sorted(n for n, m in adapters.ADAPTERS.items() if hasattr(m, "flops_per_token"))
 # The attributes the built-in adapters read from config.adapter; an adapter that needs more
 # is skipped here (naming what it missed) and its author adds its own case.
-GENERIC_CFG = dict(target_dim=128, kernel_size=5, hidden_dim=128, weighting="none")
+GENERIC_CFG = dict(
+    target_dim=128,
+    kernel_size=5,
+    hidden_dim=128,
+    weighting="none",
+    layers=1,
+    heads=4,
+    head_dim=32,
+    ffn_dim=256,
+    max_positions=64,
+)
 
 
 @pytest.mark.parametrize("name", CONTEXTUAL)
 def test_adapter_flops_per_token_matches_xla(name):
     adapter = adapters.get(name)
-    table = jax.random.normal(jax.random.PRNGKey(0), (300, 160))
+    table = jax.random.normal(jax.random.PRNGKey(0), (300, 128))  # rows in the basis
     cfg = types.SimpleNamespace(**GENERIC_CFG)
     try:
         adapter.check_config(cfg, table.shape)

@@ -181,7 +181,7 @@ def test_token_cache_source_groups_lengths_and_resumes_exactly(tiny_models, tmp_
         np.testing.assert_array_equal(got[key], expected[key])
 
 
-@pytest.mark.parametrize("variant", ["transfer", "attention", "conv"])
+@pytest.mark.parametrize("variant", ["transfer", "conv_transfer", "attention", "conv"])
 def test_each_variant_trains_two_steps_and_its_export_reloads_identically(
     tiny_models, tmp_path, variant
 ):
@@ -218,3 +218,32 @@ def test_each_variant_trains_two_steps_and_its_export_reloads_identically(
     reloaded = load_student(workdir / "export")
     assert reloaded.kind == config.adapter.type
     np.testing.assert_allclose(reloaded.encode(texts), encode(texts), atol=1e-6)
+
+
+def test_sentences_source_holds_train_sentences_and_no_evaluation_sentence(tmp_path, monkeypatch):
+    from embres import data
+    from embres.data import sentences
+
+    root = tmp_path / "data"
+    (root / "stsb").mkdir(parents=True)
+    (root / "sick").mkdir()
+    row = "main-captions\tMSRvid\t2012test\t{}\t2.5\t{}\t{}\n"
+    (root / "stsb" / "sts-train.csv").write_text(
+        row.format(1, "A man plays.", "A dog runs.") + row.format(2, "A man plays.", "Shared one.")
+    )
+    (root / "stsb" / "sts-dev.csv").write_text(row.format(3, "Shared one.", "Dev only."))
+    head = "pair_ID\tsentence_A\tsentence_B\trelatedness_score\n"
+    (root / "sick" / "SICK_train.txt").write_text(head + "1\tKids sing.\tA dog runs.\t3\n")
+    (root / "sick" / "SICK_trial.txt").write_text(head + "2\tKids sing.\tTrial only.\t3\n")
+    monkeypatch.setenv("EMBRES_DATA_DIR", str(root))
+    monkeypatch.setenv("EMBRES_CACHE", str(tmp_path / "cache"))
+    spec = data.check_spec("sentences:stsb,sick")
+    path = data.text_file(spec)
+    # each once, in file order; "Shared one." (STS-B dev) and "Kids sing." (SICK trial) left out
+    assert path.read_text().splitlines() == ["A man plays.", "A dog runs."]
+    assert sentences.sentences(("sick",)) == ["A dog runs."]
+    with pytest.raises(ValueError, match=r"unknown: \['sts'\]"):
+        data.parse_spec("sentences:sts")
+    (root / "sick" / "SICK_train.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="SICK_train.txt"):
+        data.check_spec("sentences:sick")

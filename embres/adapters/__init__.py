@@ -25,10 +25,20 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from embres.adapters import attention, hybrid, lowrank, projection, static, table, transfer
+from embres.adapters import (
+    attention,
+    conv_transfer,
+    hybrid,
+    lowrank,
+    projection,
+    static,
+    table,
+    transfer,
+)
 
 ADAPTERS: dict[str, ModuleType] = {
     "attention": attention,
+    "conv_transfer": conv_transfer,
     "hybrid": hybrid,
     "lowrank": lowrank,
     "projection": projection,

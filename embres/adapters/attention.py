@@ -54,10 +54,17 @@ def check_config(cfg: Any, table_shape: tuple[int, int]) -> None:
 
 
 def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
-    """The static student's start (PCA rows, as ``static.init``), zero positions, and
-    blocks whose output projections are zero (so ``apply`` starts as the static rows)."""
+    """The rows as given (already in the student's basis; scaled by ``weights`` if any),
+    zero positions, and blocks whose output projections are zero (so ``apply`` starts as
+    the static rows)."""
     layers, heads, f, d = _sizes(cfg)
-    params = dict(static.init(rng, table, cfg, weights))
+    if table.shape[1] != d:
+        raise ValueError(
+            f"the attention adapter starts from rows {d} wide (config.adapter.target_dim); "
+            f"got rows {table.shape[1]} wide"
+        )
+    rows = jnp.asarray(table, jnp.float32)
+    params = {"table": rows if weights is None else rows * jnp.asarray(weights)[:, None]}
     params["pos"] = jnp.zeros((getattr(cfg, "max_positions", 64), d))
     width = d // heads
     for i, key in enumerate(jax.random.split(rng, layers)):

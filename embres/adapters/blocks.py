@@ -47,13 +47,20 @@ def basis_layer_norm(r: jax.Array, p: dict, prefix: str) -> jax.Array:
     ``μ``. The mean and variance of the D-wide ``x`` follow from ``r`` exactly
     (``mean = r·u + m0``, ``E[x²] = |r|²·c + r·w + q0``), and ``(LN(x) - μ)·P`` is
     ``(r·G + a - mean·g) / std + b`` with ``G = Pᵀ diag(γ) P``. With ``P = I`` and ``μ = 0``
-    it is exactly the teacher's LayerNorm; all of these are trained afterwards.
+    it is exactly the teacher's LayerNorm. ``G``, ``a``, ``g`` and ``b`` are trained; the
+    statistics' coefficients ``u, m0, c, w, q0`` are not.
     """
     r = r.astype(jnp.float32)
     get = lambda name: p[prefix + name]  # noqa: E731
-    mean = r @ get("u") + get("m0")
-    second = jnp.sum(r * r, -1) * get("c") + r @ get("w") + get("q0")
-    std_inv = jax.lax.rsqrt(jnp.maximum(second - mean * mean, 0.0) + LN_EPS)
+    # The statistics are facts of the basis, not weights: trained, they could drive the
+    # variance to zero and the scale to 1/sqrt(eps). They stay as transferred.
+    fixed = lambda name: jax.lax.stop_gradient(get(name))  # noqa: E731
+    mean = r @ fixed("u") + fixed("m0")
+    second = jnp.sum(r * r, -1) * fixed("c") + r @ fixed("w") + fixed("q0")
+    # eps 1e-6 rather than BERT's 1e-12: the variance is computed as a difference of two
+    # large sums, and a rounding error near zero must not blow the scale up (the teacher's
+    # states have variances of order 1 or more: a relative change below 1e-6).
+    std_inv = jax.lax.rsqrt(jnp.maximum(second - mean * mean, 0.0) + 1e-6)
     return (r @ get("G") + get("a") - mean[..., None] * get("g")) * std_inv[..., None] + get("b")
 
 

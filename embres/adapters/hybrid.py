@@ -45,10 +45,14 @@ output_dim = static.output_dim
 def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
     """Static table from PCA (as ``static.init``) plus a small conv-MLP mixer and its gate."""
     d, k, h = cfg.target_dim, getattr(cfg, "kernel_size", 5), getattr(cfg, "hidden_dim", 256)
+    return {"table": static.init(rng, table, cfg, weights)["table"], **mixer_init(rng, d, k, h)}
+
+
+def mixer_init(rng: jax.Array, d: int, k: int, h: int) -> dict:
+    """The mixer's params: a near-identity depthwise kernel [k, d], the MLP, a closed gate."""
     r_conv, r_in, r_out = jax.random.split(rng, 3)
     conv = jnp.zeros((k, d)).at[k // 2].set(1.0) + 0.02 * jax.random.normal(r_conv, (k, d))
     return {
-        "table": static.init(rng, table, cfg, weights)["table"],
         "conv": conv,
         "w_in": jax.random.normal(r_in, (d, h)) / jnp.sqrt(d),
         "b_in": jnp.zeros((h,)),
@@ -65,15 +69,19 @@ def _depthwise_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return sum(padded[:, i : i + length] * kernel[i] for i in range(k))
 
 
+def mix(params: dict, x: jax.Array) -> jax.Array:
+    """``x + sigmoid(gate) ⊙ W_out · gelu(W_in · conv(x))`` for token vectors with pads zeroed."""
+    hidden = jax.nn.gelu(_depthwise_conv(x, params["conv"]) @ params["w_in"] + params["b_in"])
+    return x + jax.nn.sigmoid(params["gate"]) * (hidden @ params["w_out"])
+
+
 def apply(params: dict, table: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
     """Token vectors [batch, length, target_dim] with local word-order context mixed in."""
     del table
     x = jnp.take(params["table"], ids, axis=0)
     if mask is not None:
         x = x * mask[..., None].astype(x.dtype)
-    hidden = jax.nn.gelu(_depthwise_conv(x, params["conv"]) @ params["w_in"] + params["b_in"])
-    context = hidden @ params["w_out"]
-    return x + jax.nn.sigmoid(params["gate"]) * context
+    return mix(params, x)
 
 
 def materialize(params: dict, table: jax.Array) -> None:

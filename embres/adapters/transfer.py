@@ -184,10 +184,20 @@ def _basis_ln(scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, basis: np.n
 
 
 def block_weights(
-    layer: dict, mean: np.ndarray, basis: np.ndarray, heads: int, keep_heads: int, keep_ffn: int
+    layer: dict,
+    mean: np.ndarray,
+    basis: np.ndarray,
+    heads: int,
+    keep_heads: int,
+    keep_ffn: int,
+    ffn_activity: np.ndarray | None = None,
 ) -> dict:
     """One BERT-layout block (a ``layer_i`` subtree) in the basis (``mean`` [D], ``basis``
-    [D, d]), pruned to ``keep_heads`` heads and ``keep_ffn`` FFN neurons."""
+    [D, d]), pruned to ``keep_heads`` heads and ``keep_ffn`` FFN neurons.
+
+    Neurons are ranked by ``ffn_activity`` (their mean |activation| on real text, see
+    :func:`ffn_activity`) times ‖W2[j]‖ when given, else by ‖W1[:, j]‖ · ‖W2[j]‖.
+    """
     f32 = lambda x: np.asarray(x, np.float64)  # noqa: E731 - the folding in float64
     att, mean, basis = layer["attention"], f32(mean), f32(basis)
     width = basis.shape[0] // heads
@@ -201,7 +211,8 @@ def block_weights(
         wo.reshape(heads, width, -1), axis=(1, 2)
     )
     hs = _top(head_score, keep_heads)
-    ns = _top(np.linalg.norm(w1, axis=0) * np.linalg.norm(w2, axis=1), keep_ffn)
+    activity = np.linalg.norm(w1, axis=0) if ffn_activity is None else f32(ffn_activity)
+    ns = _top(activity * np.linalg.norm(w2, axis=1), keep_ffn)
     out = {}
     for short, name in (("q", "query"), ("k", "key"), ("v", "value")):
         out["w" + short] = split(basis.T @ w[name])[:, hs]
@@ -217,9 +228,38 @@ def block_weights(
     return {k: np.asarray(v, np.float32) for k, v in out.items()}
 
 
-def from_teacher(model: Any, mean: np.ndarray, basis: np.ndarray, cfg: Any) -> dict:
+def ffn_activity(layer: dict, states: np.ndarray, mask: np.ndarray, heads: int) -> np.ndarray:
+    """Mean |activation| of each FFN neuron of the teacher block ``layer`` on its real
+    inputs ``states`` [n, l, D] (``mask`` [n, l]): [f], computed 256 sentences at a time."""
+    width = states.shape[-1]
+    full = block_weights(layer, np.zeros(width), np.eye(width), heads, heads, 1 << 30)
+    full = {k: jnp.asarray(v) for k, v in full.items()}
+
+    @jax.jit
+    def chunk_sums(x, m):
+        h = blocks.basis_layer_norm(x + blocks.attention(x, m, full, ""), full, "ln1.")
+        acts = jnp.abs(jax.nn.gelu(h @ full["w1"] + full["b1"], approximate=False))
+        return jnp.sum(acts * m[..., None], axis=(0, 1))
+
+    total = np.zeros(full["w1"].shape[1])
+    for start in range(0, len(states), 256):
+        x, m = states[start : start + 256], mask[start : start + 256]
+        total += np.asarray(chunk_sums(jnp.asarray(x, jnp.float32), jnp.asarray(m, jnp.float32)))
+    return total / max(float(mask.sum()), 1.0)
+
+
+def from_teacher(
+    model: Any, mean: np.ndarray, basis: np.ndarray, cfg: Any, sample: dict | None = None
+) -> dict:
     """The teacher's last ``cfg.layers`` blocks in the basis: the frozen ``base`` that
     :func:`apply` adds the trained updates to (keys as in :func:`init`, minus table/pos).
+
+    Args:
+      model: the teacher.
+      mean, basis: the coordinates ``r = (x - mean) · basis``.
+      cfg: ``config.adapter`` (``heads``, ``ffn_dim``, ``head_dim`` left at 0 are filled in).
+      sample: optional ``{"states": {layer: [n, l, D]}, "mask": [n, l]}``, the teacher's
+        hidden states on real text: FFN neurons are then pruned by their activity on it.
 
     Raises:
       ValueError: a teacher whose blocks are not BERT-layout post-LN encoder blocks.
@@ -231,16 +271,13 @@ def from_teacher(model: Any, mean: np.ndarray, basis: np.ndarray, cfg: Any) -> d
             f"is {family!r}"
         )
     resolve_sizes(cfg, model.config)
-    n = model.config.num_layers
+    n, heads = model.config.num_layers, model.config.num_heads
     base = {}
     for i, layer in enumerate(range(n - cfg.layers, n)):
-        weights = block_weights(
-            jax.device_get(model.params[f"layer_{layer}"]),
-            mean,
-            basis,
-            model.config.num_heads,
-            cfg.heads,
-            cfg.ffn_dim,
-        )
-        base.update({f"block{i}.{k}": v for k, v in weights.items()})
+        weights = jax.device_get(model.params[f"layer_{layer}"])
+        activity = None
+        if sample is not None and cfg.ffn_dim < model.config.intermediate_size:
+            activity = ffn_activity(weights, sample["states"][layer], sample["mask"], heads)
+        block = block_weights(weights, mean, basis, heads, cfg.heads, cfg.ffn_dim, activity)
+        base.update({f"block{i}.{k}": v for k, v in block.items()})
     return base

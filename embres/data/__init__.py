@@ -1,4 +1,5 @@
-"""Data sources by name: ``"vocab"``, ``"text:PATH"``, ``"tfds:NAME/CONFIG:SPLIT"``, ``"pairs:PATH"``.
+"""Data sources by name: ``"vocab"``, ``"text:PATH"``, ``"tfds:NAME/CONFIG:SPLIT"``, ``"pairs:PATH"``,
+``"sentences:stsb,sick"`` (the STS train splits' sentences, no evaluation sentence).
 
 A source yields host-local numpy batches ``{"ids": int32 [b, L], "mask": int32 [b, L], ...}``
 with ``b = batch_size // process_count`` and a fixed ``L = max_length`` (one compiled shape),
@@ -17,7 +18,15 @@ Modules: :mod:`~embres.data.registry` (parse, check, build by kind), one module 
 """
 
 from embres.data.batching import Source, pad_batch
-from embres.data.registry import REGISTRY, SOURCES, Spec, check_spec, make_source, parse_spec
+from embres.data.registry import (
+    REGISTRY,
+    SOURCES,
+    Spec,
+    check_spec,
+    make_source,
+    parse_spec,
+    text_file,
+)
 from embres.data.tfds import tfds_text_file
 
 __all__ = [
@@ -29,5 +38,6 @@ __all__ = [
     "make_source",
     "pad_batch",
     "parse_spec",
+    "text_file",
     "tfds_text_file",
 ]

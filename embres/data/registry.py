@@ -15,6 +15,7 @@ from typing import Any
 
 from embres.data.batching import Source
 from embres.data.pairs import PairsSource
+from embres.data.sentences import missing_files, parse_names, sentences_text_file
 from embres.data.text import TextSource
 from embres.data.tfds import TfdsSpec, parse_tfds_spec, tfds_text_file
 from embres.data.vocab import VocabSource
@@ -25,7 +26,7 @@ class Spec:
     """A parsed ``config.data.source``.
 
     Attributes:
-      kind: ``"vocab"``, ``"text"``, ``"tfds"`` or ``"pairs"``.
+      kind: ``"vocab"``, ``"text"``, ``"tfds"``, ``"pairs"`` or ``"sentences"``.
       raw: the spec as written.
       path: the file of ``text:`` and ``pairs:`` (``~`` expanded), else None.
       tfds: the parsed ``tfds:`` name, else None.
@@ -45,6 +46,7 @@ class Kind:
     parse: Callable[[str, str], Spec]  # (raw spec, text after "kind:") -> Spec
     build: Callable[..., Source]  # (spec, cfg, tokenizer, **common) -> Source
     needs_file: bool = False
+    check: Callable[[Spec], None] | None = None  # files it reads exist (FileNotFoundError)
 
 
 def _field(cfg: Any, name: str, default: Any) -> Any:
@@ -102,6 +104,45 @@ def _build_tfds(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Source:
     return _text_source(tfds_text_file(spec.raw), cfg, tokenizer, **common)
 
 
+def _parse_sentences(raw: str, rest: str | None) -> Spec:
+    parse_names(rest, raw)
+    return Spec("sentences", raw)
+
+
+def _names(spec: Spec) -> tuple[str, ...]:
+    return parse_names(spec.raw.partition(":")[2], spec.raw)
+
+
+def _check_sentences(spec: Spec) -> None:
+    if missing := missing_files(_names(spec)):
+        raise FileNotFoundError(
+            f"config.data.source={spec.raw!r}: no such file(s) {missing} (set EMBRES_DATA_DIR "
+            "to the shared data folder)"
+        )
+
+
+def _build_sentences(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Source:
+    return _text_source(sentences_text_file(_names(spec)), cfg, tokenizer, **common)
+
+
+def text_file(spec: Spec) -> Path:
+    """The one-sentence-per-line file a ``text:``, ``tfds:`` or ``sentences:`` corpus reads
+    (written once for the last two).
+
+    Raises:
+      ValueError: a source with no text corpus (``vocab``, ``pairs``).
+    """
+    if spec.kind == "text":
+        return spec.path
+    if spec.kind == "tfds":
+        return Path(tfds_text_file(spec.raw))
+    if spec.kind == "sentences":
+        return Path(sentences_text_file(_names(spec)))
+    raise ValueError(
+        f"config.data.source={spec.raw!r} is a {spec.kind!r} source, not a text corpus"
+    )
+
+
 def _build_pairs(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Source:
     common.pop("seed")
     return PairsSource(
@@ -121,6 +162,9 @@ REGISTRY: dict[str, Kind] = {
     "tfds": Kind("tfds:NAME[/CONFIG][:VERSION][:SPLIT]", _parse_tfds, _build_tfds),
     "pairs": Kind("pairs:PATH", _parse_path("pairs"), _build_pairs, needs_file=True),
     "vocab": Kind("vocab", _parse_vocab, _build_vocab),
+    "sentences": Kind(
+        "sentences:NAME[,NAME]", _parse_sentences, _build_sentences, check=_check_sentences
+    ),
 }
 SOURCES = tuple(kind.form for kind in REGISTRY.values())
 
@@ -155,6 +199,8 @@ def check_spec(spec: str) -> Spec:
       FileNotFoundError: a ``text:`` or ``pairs:`` path that is not a file.
     """
     parsed = parse_spec(spec)
+    if REGISTRY[parsed.kind].check is not None:
+        REGISTRY[parsed.kind].check(parsed)
     if REGISTRY[parsed.kind].needs_file and not parsed.path.is_file():
         raise FileNotFoundError(
             f"config.data.source={spec!r}: no such file {str(parsed.path)!r} "

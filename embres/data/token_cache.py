@@ -97,6 +97,36 @@ def _forward_fn(model: Any, layers: tuple[int, ...], mean: np.ndarray, basis: np
     return jax.jit(forward)
 
 
+def sample_states(model: Any, rows: list[Any], layers: Iterable[int]) -> dict:
+    """The teacher's hidden states on a few rows, kept whole (full width, every position).
+
+    Returns ``{"states": {layer: float32 [n, l, D]}, "mask": [n, l] (1 at real tokens),
+    "content": [n, l] (1 at each row's own tokens, the template excluded)}``, ``l`` the
+    longest row. For choosing a basis and ranking what a transfer keeps, before caching.
+    """
+    prefix, suffix = (len(t) for t in tokenize.special_template(model.tokenizer))
+    length = max(len(r) for r in rows)
+    ids = np.full((len(rows), length), int(model.config.pad_token_id), np.int32)
+    mask = np.zeros((len(rows), length), np.int32)
+    content = np.zeros((len(rows), length), np.int32)
+    for j, r in enumerate(rows):
+        ids[j, : len(r)], mask[j, : len(r)] = r, 1
+        content[j, prefix : len(r) - suffix] = 1
+    layers = sorted({int(k) % (model.config.num_layers + 1) for k in layers})
+    forward = jax.jit(
+        lambda p, i, m: [
+            model.apply(p, i, m, output_hidden_states=True)["hidden_states"][k] for k in layers
+        ]
+    )
+    parts: dict[int, list[np.ndarray]] = {k: [] for k in layers}
+    for start in range(0, len(rows), FORWARD_ROWS):
+        chunk = slice(start, start + FORWARD_ROWS)
+        for k, states in zip(layers, forward(model.params, ids[chunk], mask[chunk]), strict=True):
+            parts[k].append(np.asarray(states, np.float32))
+    states = {k: np.concatenate(v) for k, v in parts.items()}
+    return {"states": states, "mask": mask, "content": content}
+
+
 def build_token_cache(
     model: Any,
     rows: Iterable[Any],

@@ -33,7 +33,7 @@ from embres.objectives import Plan, common, losses
 NAME = "static_distill"
 # Adapters that start from the distilled rows in the targets' PCA basis.
 ADAPTERS = ("static", "hybrid", "projection")
-SOURCES = ("vocab", "text", "tfds")
+SOURCES = ("vocab", "text", "tfds", "sentences")
 
 
 def matryoshka_dims(spec: str, target_dim: int) -> tuple[int, ...]:
@@ -157,8 +157,7 @@ def training_corpus(config: Any, model: Any) -> tuple[dict, list[str], Any]:
         )
         key = {"kind": "vocab", "seed": config.seed, "rows": count, "min": cfg.min_length}
         return key, sampler.heldout_texts(cfg.heldout), rows
-    text = data.tfds_text_file(config.data.source) if spec.kind == "tfds" else spec.path
-    path = Path(text).expanduser().resolve()
+    path = Path(data.text_file(spec)).expanduser().resolve()
     stat = path.stat()
     held, rows = cached.text_rows(path, model.tokenizer, cfg.max_length, cfg.heldout)
     key = {"kind": spec.kind, "path": str(path), "size": stat.st_size, "mtime": stat.st_mtime_ns}

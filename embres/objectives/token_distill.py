@@ -8,9 +8,10 @@ token's output is trained against the teacher's state of that token in context
 context module's input against a middle layer (``mid_weight``: for a transferred block,
 the states it was built to read).
 
-Everything lives in one basis: the PCA of the teacher's vocabulary rows at the layer the
-student's rows stand for (``row_layer``). The rows, the cached token states and the pooled
-targets are all ``(h - μ) · P``, so a transferred block can read the rows and be compared
+Everything lives in one basis: the principal axes of the teacher's token states on the
+first training sentences, at the layer the student's rows stand for (``row_layer``) and the
+last. The rows, the cached token states and the
+pooled targets are all ``h · P`` (not centred: see :func:`teacher_basis`), so a transferred block can read the rows and be compared
 with the teacher's next layer directly. The teacher's states are cached once per sentence
 (:mod:`embres.data.token_cache`: float16, memory-mapped, grouped by length), never
 computed in the step (see ``bench/token_targets.py`` for the measured trade-off).
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,8 @@ from embres import pooling as pooling_lib
 from embres.objectives import Plan, common, losses, static_distill
 
 NAME = "token_distill"
-ADAPTERS = ("static", "hybrid", "attention", "transfer")
-SOURCES = ("text", "tfds")
+ADAPTERS = ("static", "hybrid", "attention", "transfer", "conv_transfer")
+SOURCES = ("text", "tfds", "sentences")
 POOLED_TARGETS = ("tokens", "sentence")
 ROW_INITS = ("vocab", "corpus")
 
@@ -109,17 +111,32 @@ def check(config: Any, model: Any, adapter: Any) -> None:
     common.check_sizes(config, model)
 
 
-def basis_rows(host: Any, layer: int, width: int, pooling: str):
-    """(rows [V, width] in the basis, mean [D], components [D, width]) from the teacher's
-    vocabulary rows at ``layer`` (placeholders and specials get the mean row)."""
+def teacher_basis(sample: dict, layers: tuple[int, ...], width: int):
+    """(offset [D], basis [D, width]): principal axes of the teacher's states at ``layers``
+    over the sample's own tokens (``sample`` from :func:`token_cache.sample_states`).
+
+    Coordinates are *not* centred (``r = h · P``), so a pooled vector keeps the common
+    direction the teacher's cosines include; ``offset = μ - P Pᵀ μ`` is the part of the
+    states' mean outside the basis: a state is rebuilt as ``r · Pᵀ + offset`` (what a
+    transferred block reads).
+    """
+    real = sample["content"].astype(bool)
+    states = np.concatenate([sample["states"][k][real] for k in layers]).astype(np.float64)
+    mean, basis = linalg.pca(states, width)
+    mean, basis = np.asarray(mean, np.float64), np.asarray(basis, np.float64)
+    offset = mean - basis @ (basis.T @ mean)
+    return offset.astype(np.float32), basis.astype(np.float32)
+
+
+def vocabulary_rows(host: Any, layer: int, pooling: str, basis: np.ndarray) -> np.ndarray:
+    """The teacher's vocabulary rows at ``layer`` in the basis, float32 [V, width]
+    (placeholders and specials get the mean row)."""
     from embres.distill import teacher_token_rows
 
     raw = teacher_token_rows(host, layer=layer, pooling=pooling)
     usable = tokenize.usable_token_mask(host.tokenizer, host.config.vocab_size)
     raw[~usable] = raw[usable].mean(0)
-    mean, components = linalg.pca(raw.astype(np.float64), width)
-    mean, components = np.asarray(mean, np.float32), np.asarray(components, np.float32)
-    return ((raw - mean) @ components).astype(np.float32), mean, components
+    return (raw @ basis).astype(np.float32)
 
 
 def prepare(
@@ -142,12 +159,17 @@ def prepare(
         adapter.output_dim(config.adapter, (host.config.vocab_size, host.config.hidden_size))
     )
     start = row_layer(config, host, adapter)
-    rows, mean, basis = basis_rows(host, start, width, obj.get("row_pooling", "mean"))
-    basis_hash = hashlib.sha256(basis.tobytes() + mean.tobytes()).hexdigest()
+    corpus_key, held, corpus_rows = static_distill.training_corpus(config, host)
+    # The basis: principal axes of the teacher's own states, at the rows' layer and the
+    # last, on the first training sentences (which are then cached like the rest).
+    first = list(itertools.islice(corpus_rows, int(obj.get("basis_sentences", 1024))))
+    corpus_rows = itertools.chain(first, corpus_rows)
+    sample = token_cache.sample_states(host, first, range(start, n + 1))
+    offset, basis = teacher_basis(sample, tuple(sorted({start, n})), width)
+    rows = vocabulary_rows(host, start, obj.get("row_pooling", "mean"), basis)
+    basis_hash = hashlib.sha256(basis.tobytes() + offset.tobytes()).hexdigest()
     need_mid = obj.get("mid_weight", 0.0) > 0 or obj.get("row_init", "vocab") == "corpus"
     layers = tuple(sorted({n, start} if need_mid else {n}))
-
-    corpus_key, held, corpus_rows = static_distill.training_corpus(config, host)
     key = {
         "teacher": str(host.path),
         "dtype": str(config.dtype),
@@ -164,7 +186,7 @@ def prepare(
             max_length=config.data.max_length,
             key=key,
             heldout_texts=held,
-            mean=mean,
+            mean=np.zeros_like(offset),
             basis=basis,
             layers=layers,
         )
@@ -186,7 +208,8 @@ def prepare(
         "content": common.content_mask(host.tokenizer, host.config.vocab_size)
     }
     if hasattr(adapter, "from_teacher"):  # weights carried over: frozen, updates trained
-        frozen["base"] = adapter.from_teacher(host, mean, basis, config.adapter)
+        frozen["base"] = adapter.from_teacher(host, offset, basis, config.adapter, sample)
+    del sample  # whole hidden states: free them before training
     if obj.get("pooled_target", "tokens") == "sentence":
         frozen["projection"] = basis
     loss = _loss_fn(config, adapter, n, start)
