@@ -133,7 +133,10 @@ class AdapterEmbedder:
       tokenizer: the Hugging Face tokenizer matching the rows.
       normalize: L2-normalise the output.
       max_length: truncate each text to this many tokens.
-      batch_size: texts per compiled call.
+      batch_size: texts per compiled call. 64: texts are sorted by length and each batch is
+        padded to its longest, so smaller batches pad less; on 2,000 STS-B sentences a
+        transferred-block student ran 2,529 / 3,194 / 3,352 / 2,888 sentences/s at 256 /
+        128 / 64 / 32 on 2 CPU cores.
     """
 
     def __init__(
@@ -143,7 +146,7 @@ class AdapterEmbedder:
         tokenizer,
         normalize: bool = True,
         max_length: int = 512,
-        batch_size: int = 256,
+        batch_size: int = 64,
     ):
         import jax
         import jax.numpy as jnp

@@ -43,9 +43,19 @@ output_dim = static.output_dim
 
 
 def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
-    """Static table from PCA (as ``static.init``) plus a small conv-MLP mixer and its gate."""
+    """Static table plus a small conv-MLP mixer and its gate.
+
+    Rows wider than ``target_dim`` start from PCA (as ``static.init``); rows already
+    ``target_dim`` wide are an objective's rows in its own basis and are kept as given
+    (scaled by ``weights``), so they stay in the basis its targets use.
+    """
     d, k, h = cfg.target_dim, getattr(cfg, "kernel_size", 5), getattr(cfg, "hidden_dim", 256)
-    return {"table": static.init(rng, table, cfg, weights)["table"], **mixer_init(rng, d, k, h)}
+    if table.shape[1] == d:
+        rows = jnp.asarray(table, jnp.float32)
+        rows = rows if weights is None else rows * jnp.asarray(weights, jnp.float32)[:, None]
+    else:
+        rows = static.init(rng, table, cfg, weights)["table"]
+    return {"table": rows, **mixer_init(rng, d, k, h)}
 
 
 def mixer_init(rng: jax.Array, d: int, k: int, h: int) -> dict:
