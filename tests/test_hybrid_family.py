@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embres import linalg, objectives, tokenize
+from embres import adapters, linalg, objectives, tokenize
 from embres.adapters import attention, blocks, transfer
 from embres.data import token_cache
 from embres.models import load_model
@@ -211,8 +211,7 @@ def test_each_variant_trains_two_steps_and_its_export_reloads_identically(
     # the in-memory student and the reloaded export give the same vectors
     teacher = load(str(model_dir))
     objective = objectives.get(config.objective.kind)
-    adapter_module = __import__("embres.adapters", fromlist=["get"]).get(config.adapter.type)
-    plan = objective.prepare(config, teacher, adapter_module, workdir)
+    plan = objective.prepare(config, teacher, adapters.get(config.adapter.type), workdir)
     encode, _ = plan.student(result["params"])
     texts = ["the man plays the guitar", "a dog runs", "the cat is playing piano", "dog"]
     reloaded = load_student(workdir / "export")
