@@ -96,3 +96,36 @@ def check_sizes(config: Any, model: Any) -> None:
             f"config.data.max_length={config.data.max_length}; expected <= {model.max_length} "
             "(the model's limit)"
         )
+
+
+def unk_zeroed(table: Any, unk: int | None) -> np.ndarray:
+    """A float32 copy of a served table with the [UNK] row zeroed: [UNK] adds nothing to a
+    mean, as in training (and Model2Vec drops it)."""
+    table = np.array(table, np.float32)
+    if unk is not None and unk < len(table):
+        table[unk] = 0.0
+    return table
+
+
+def served_student(
+    adapter: Any, params: Any, table: Any, tokenizer: Any, row_shape: tuple, fidelity_map
+):
+    """``(encode, info)`` of a trained student for the evaluators: a static table when
+    ``table`` is given, else the adapter run over ``params`` (a contextual student);
+    ``row_shape`` is the shape of the rows it was trained from (for its byte count)."""
+    from embres.export import STATIC_MAX_LENGTH
+    from embres.static import AdapterEmbedder, StaticEmbedder
+
+    if table is None:
+        embedder = AdapterEmbedder(adapter, params, tokenizer, True, STATIC_MAX_LENGTH)
+    else:
+        embedder = StaticEmbedder(table, tokenizer, True, STATIC_MAX_LENGTH)
+    size = adapter.table_bytes(params, row_shape)
+    info = {
+        "table_bytes": size,
+        "total_bytes": size,
+        "params": params,
+        "count_tokens": lambda texts: sum(len(r) for r in embedder.token_ids(texts)),
+        "fidelity_map": fidelity_map,
+    }
+    return embedder.encode, info

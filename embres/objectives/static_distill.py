@@ -175,8 +175,7 @@ def prepare(
 ) -> Plan:
     """Distils the vocabulary, caches the teacher's targets, projects them onto the PCA basis."""
     from embres.data import cached
-    from embres.export import STATIC_MAX_LENGTH, export_static
-    from embres.static import AdapterEmbedder, StaticEmbedder
+    from embres.export import export_static
 
     host = common.host_model(model)  # distillation and caching run on whole host arrays
     target_dim = _target_dim(config, model, adapter)
@@ -242,29 +241,14 @@ def prepare(
         plain = adapter.materialize(params, rows)
         if plain is None and static_rows:
             plain = params["table"]
-        if plain is None:
-            return None
-        table = np.array(plain, np.float32)
-        if unk is not None and unk < len(table):
-            table[unk] = 0.0  # [UNK] adds nothing, as in training
-        return table
+        return None if plain is None else common.unk_zeroed(plain, unk)
 
     def student(params):
-        table = served_table(params)
-        if table is None:
-            embedder = AdapterEmbedder(adapter, params, host.tokenizer, True, STATIC_MAX_LENGTH)
-        else:
-            embedder = StaticEmbedder(table, host.tokenizer, True, STATIC_MAX_LENGTH)
-        size = adapter.table_bytes(params, rows.shape)
-        info = {
-            "table_bytes": size,
-            "total_bytes": size,
-            "params": params,
-            "count_tokens": lambda texts: sum(len(r) for r in embedder.token_ids(texts)),
-            # fidelity in the student's space: the teacher's vectors as the targets see them
-            "fidelity_map": lambda vectors: vectors @ projection,
-        }
-        return embedder.encode, info
+        # fidelity in the student's space: the teacher's vectors as the targets see them
+        fidelity_map = lambda vectors: vectors @ projection  # noqa: E731
+        return common.served_student(
+            adapter, params, served_table(params), host.tokenizer, rows.shape, fidelity_map
+        )
 
     def export(params, directory):
         table = served_table(params)

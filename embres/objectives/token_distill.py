@@ -150,8 +150,7 @@ def prepare(
 ) -> Plan:
     """Vocabulary rows and their basis, the token-state cache, the transferred blocks."""
     from embres.data import token_cache
-    from embres.export import STATIC_MAX_LENGTH, export_static
-    from embres.static import AdapterEmbedder, StaticEmbedder
+    from embres.export import export_static
 
     host = common.host_model(model)
     obj, n = config.objective, host.config.num_layers
@@ -221,27 +220,14 @@ def prepare(
         if hasattr(adapter, "merge"):
             params = adapter.merge(params, frozen.get("base"))
         table = adapter.materialize(params, rows)
-        if table is not None:
-            table = np.array(table, np.float32)
-            if unk is not None and unk < len(table):
-                table[unk] = 0.0  # [UNK] adds nothing, as in training
-        return table, params
+        return (None if table is None else common.unk_zeroed(table, unk)), params
 
     def student(params):
         table, merged = served(params)
-        if table is None:
-            embedder = AdapterEmbedder(adapter, merged, host.tokenizer, True, STATIC_MAX_LENGTH)
-        else:
-            embedder = StaticEmbedder(table, host.tokenizer, True, STATIC_MAX_LENGTH)
-        size = adapter.table_bytes(merged, rows.shape)
-        info = {
-            "table_bytes": size,
-            "total_bytes": size,
-            "params": merged,
-            "count_tokens": lambda texts: sum(len(r) for r in embedder.token_ids(texts)),
-            "fidelity_map": lambda vectors: vectors @ basis,
-        }
-        return embedder.encode, info
+        fidelity_map = lambda vectors: vectors @ basis  # noqa: E731
+        return common.served_student(
+            adapter, merged, table, host.tokenizer, rows.shape, fidelity_map
+        )
 
     def export(params, directory):
         table, merged = served(params)
