@@ -391,13 +391,29 @@ def _from_aborted_read(exc: BaseException | None, obj: Any) -> bool:
     )
 
 
+def _orbax_task_debris(record: logging.LogRecord) -> bool:
+    """Logging filter: an abandoned Orbax read task, garbage-collected, goes to the debug log.
+
+    asyncio reports a task whose exception nobody awaited ("Task exception was never
+    retrieved") through its own logger when the task is collected, not through
+    ``sys.unraisablehook``; for an Orbax read abandoned after a corrupt array, that is the
+    same debris. Returns ``False`` (drop) for exactly those records, ``True`` for all others.
+    """
+    message = record.getMessage()
+    if "exception was never retrieved" in message and "orbax" in message:
+        log.debug("after an aborted checkpoint read: %s", message.splitlines()[0])
+        return False
+    return True
+
+
 def _install_read_debris_filter() -> Callable[[], None] | None:
     """Sends what Orbax's aborted reads leave behind to the debug log, not to stderr.
 
     When TensorStore fails on one array of a corrupt step, Orbax abandons its other pending
     reads: their coroutines and event-loop callbacks die later (often only at exit) and
-    Python prints each as an "Exception ignored" traceback, hundreds of lines per corrupt
-    step, interleaved with our one-line message. They are consequences of the error already
+    Python prints each as an "Exception ignored" traceback (asyncio, for a collected task, as
+    "Task exception was never retrieved"), hundreds of lines per corrupt step, interleaved
+    with our one-line message. They are consequences of the error already
     judged by :func:`corruption_reason`. The filter logs exactly those at debug level and
     passes every other unraisable error and thread exception on to the hook it wraps.
 
@@ -424,9 +440,12 @@ def _install_read_debris_filter() -> Callable[[], None] | None:
 
     unraisable._embres_debris_filter = True
     sys.unraisablehook, threading.excepthook = unraisable, thread_hook
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.addFilter(_orbax_task_debris)
 
     def remove() -> None:
         sys.unraisablehook, threading.excepthook = previous_unraisable, previous_thread_hook
+        asyncio_log.removeFilter(_orbax_task_debris)
 
     return remove
 
