@@ -162,8 +162,7 @@ class AdapterEmbedder:
 
         @jax.jit
         def forward(p, ids, mask):
-            vectors = pooling.pool(adapter.apply(p, None, ids, mask), mask, "mean")
-            return pooling.l2_normalize(vectors) if normalize else vectors
+            return pooling.pool(adapter.apply(p, None, ids, mask), mask, "mean")
 
         self._forward = forward
         one = jax.ShapeDtypeStruct((1, 1), jnp.int32)
@@ -182,4 +181,6 @@ class AdapterEmbedder:
             if unk is not None:  # [UNK] holds its place but is not pooled, as in training
                 mask = mask * (ids != unk)
             out[idx] = np.asarray(self._forward(self._device_params, ids, mask))[: len(idx)]
+        if self.normalize:  # read here, as StaticEmbedder does, so setting it later counts
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out

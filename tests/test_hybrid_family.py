@@ -216,7 +216,13 @@ def test_each_variant_trains_two_steps_and_its_export_reloads_identically(
     texts = ["the man plays the guitar", "a dog runs", "the cat is playing piano", "dog"]
     reloaded = load_student(workdir / "export")
     assert reloaded.kind == config.adapter.type
-    np.testing.assert_allclose(reloaded.encode(texts), encode(texts), atol=1e-6)
+    unit = reloaded.encode(texts)
+    np.testing.assert_allclose(unit, encode(texts), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+    reloaded.normalize = False  # read at encode time, as the static embedder reads it
+    raw = reloaded.encode(texts)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-3)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, atol=1e-5)
 
 
 def test_sentences_source_holds_train_sentences_and_no_evaluation_sentence(tmp_path, monkeypatch):
