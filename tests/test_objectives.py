@@ -204,3 +204,20 @@ def test_a_toy_objective_needs_only_a_module_and_a_config(tiny_bert, tmp_path, m
     out = train.train_and_evaluate(config, tmp_path / "work")
     assert sorted(out["losses"]) == [1, 2, 3]
     assert out["losses"][3] < out["losses"][1]
+
+
+@pytest.mark.parametrize("kind", ["cosine", "mse"])
+def test_token_loss_gradient_is_finite_with_zero_padded_tokens(kind):
+    """A padded token's student vector is zero (the rows are masked before the blocks):
+    its cosine must not make the whole gradient NaN (it did, for token_loss=cosine)."""
+    from embres.objectives import losses
+
+    student = jnp.ones((2, 3, 4)).at[:, 2].set(0.0).at[1, 1].set(0.0)
+    teacher = jnp.zeros((2, 3, 4)).at[:, :2].set(jnp.arange(1.0, 5.0))
+    mask = jnp.array([[1, 1, 0], [1, 0, 0]])
+    value, grad = jax.value_and_grad(
+        lambda s: losses.token_state_loss(s, teacher, mask, kind).sum()
+    )(student)
+    assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
+    assert np.abs(np.asarray(grad)[:, :1]).max() > 0  # real tokens still get a gradient
+    np.testing.assert_array_equal(np.asarray(grad)[:, 2], 0.0)  # pads get none

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 
 
 def _normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+    # Not x / max(norm(x), eps): the norm's gradient at a zero row is 0/0, and a padded
+    # token's zero vector (masked out of the loss) would still turn every gradient NaN.
+    return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(jnp.square(x), -1, keepdims=True), eps * eps))
 
 
 def cosine_distance(student: jax.Array, teacher: jax.Array) -> jax.Array:
