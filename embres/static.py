@@ -160,8 +160,14 @@ class AdapterEmbedder:
         self.max_length, self.batch_size = max_length, batch_size
         self._tokens = StaticEmbedder(np.zeros((1, 1), np.float32), tokenizer, False, max_length)
 
+        # An adapter may serve the pooled vector more cheaply than pooling its token vectors
+        # (a transferred block's last LayerNorm: once per sentence); the same numbers.
+        apply_pooled = getattr(adapter, "apply_pooled", None)
+
         @jax.jit
         def forward(p, ids, mask):
+            if apply_pooled is not None:
+                return apply_pooled(p, None, ids, mask)
             return pooling.pool(adapter.apply(p, None, ids, mask), mask, "mean")
 
         self._forward = forward

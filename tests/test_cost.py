@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embres import adapters
+from embres import adapters, pooling
 from embres.metrics import compiled_flops
 from embres.models import load_model
 
@@ -109,7 +109,12 @@ def test_adapter_flops_per_token_matches_xla(name):
         pytest.skip(f"adapter {name!r} needs more than the generic cfg {GENERIC_CFG}: {error!r}")
     # As an export holds them: a flat dict of numpy arrays.
     flat = {k: np.asarray(v) for k, v in params.items()}
-    apply = lambda p, i, m: adapter.apply(p, None, i, m)  # noqa: E731
+    # The served sentence vector, as AdapterEmbedder computes it.
+    apply_pooled = getattr(adapter, "apply_pooled", None)
+    if apply_pooled is not None:
+        apply = lambda p, i, m: apply_pooled(p, None, i, m)  # noqa: E731
+    else:
+        apply = lambda p, i, m: pooling.pool(adapter.apply(p, None, i, m), m, "mean")  # noqa: E731
     for length in LENGTHS:
         ids = jax.random.randint(jax.random.PRNGKey(2), (BATCH, length), 0, table.shape[0])
         xla = _xla_flops(apply, params, ids, jnp.ones_like(ids)) / (BATCH * length)

@@ -55,6 +55,35 @@ def test_transfer_reproduces_the_teacher_block_at_full_width(tiny_models, family
     assert np.abs(states[-1] - states[-2])[real].max() > 0.1
 
 
+@pytest.mark.parametrize("name", ["transfer", "conv_transfer"])
+def test_pooled_serving_path_equals_pooling_the_token_vectors(name):
+    """apply_pooled (the last LayerNorm's G once per sentence) is the masked mean of apply,
+    with padding and an all-pad row, on random non-zero weights of both blocks."""
+    from embres import pooling
+
+    adapter = adapters.get(name)
+    d, rng = 32, np.random.default_rng(3)
+    cfg = types.SimpleNamespace(
+        target_dim=d, layers=2, heads=2, head_dim=8, ffn_dim=24, max_positions=8,
+        kernel_size=3, hidden_dim=16,
+    )  # fmt: skip
+    params = adapter.init(jax.random.PRNGKey(0), jnp.asarray(rng.normal(size=(50, d))), cfg)
+    params = {
+        k: jnp.asarray(rng.normal(0, 0.3, np.shape(v)), jnp.float32) for k, v in params.items()
+    }
+    for ln in ("block0.ln1.", "block0.ln2.", "block1.ln1.", "block1.ln2."):  # a valid variance
+        params[ln + "c"], params[ln + "q0"] = jnp.float32(1.0 / d), jnp.float32(2.0)
+    ids = jnp.asarray(rng.integers(0, 50, (4, 11)), jnp.int32)
+    mask = np.ones((4, 11), np.int32)
+    mask[1, 5:], mask[2, 1:], mask[3, :] = 0, 0, 0
+    mask = jnp.asarray(mask)
+    pooled = np.asarray(adapter.apply_pooled(params, None, ids, mask))
+    expected = np.asarray(pooling.pool(adapter.apply(params, None, ids, mask), mask, "mean"))
+    assert np.abs(expected[:3]).max() > 0.1  # not trivially equal
+    np.testing.assert_allclose(pooled, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(pooled[3], 0.0)
+
+
 def test_transfer_prunes_heads_and_neurons_and_refuses_more_than_the_teacher(tiny_models):
     model = load_model(tiny_models("bert", num_layers=2))
     d = 16

@@ -50,18 +50,44 @@ def basis_layer_norm(r: jax.Array, p: dict, prefix: str) -> jax.Array:
     it is exactly the teacher's LayerNorm. ``G``, ``a``, ``g`` and ``b`` are trained; the
     statistics' coefficients ``u, m0, c, w, q0`` are not.
     """
-    r = r.astype(jnp.float32)
+    r, mean, std_inv = _basis_ln_parts(r, p, prefix)
     get = lambda name: p[prefix + name]  # noqa: E731
+    return (r @ get("G") + get("a") - mean[..., None] * get("g")) * std_inv[..., None] + get("b")
+
+
+def _basis_ln_parts(r: jax.Array, p: dict, prefix: str):
+    """``(r, mean, 1/std)`` of :func:`basis_layer_norm`: the per-token statistics."""
+    r = r.astype(jnp.float32)
     # The statistics are facts of the basis, not weights: trained, they could drive the
     # variance to zero and the scale to 1/sqrt(eps). They stay as transferred.
-    fixed = lambda name: jax.lax.stop_gradient(get(name))  # noqa: E731
+    fixed = lambda name: jax.lax.stop_gradient(p[prefix + name])  # noqa: E731
     mean = r @ fixed("u") + fixed("m0")
     second = jnp.sum(r * r, -1) * fixed("c") + r @ fixed("w") + fixed("q0")
     # eps 1e-6 rather than BERT's 1e-12: the variance is computed as a difference of two
     # large sums, and a rounding error near zero must not blow the scale up (the teacher's
     # states have variances of order 1 or more: a relative change below 1e-6).
-    std_inv = jax.lax.rsqrt(jnp.maximum(second - mean * mean, 0.0) + 1e-6)
-    return (r @ get("G") + get("a") - mean[..., None] * get("g")) * std_inv[..., None] + get("b")
+    return r, mean, jax.lax.rsqrt(jnp.maximum(second - mean * mean, 0.0) + 1e-6)
+
+
+def pooled_basis_layer_norm(r: jax.Array, mask: jax.Array, p: dict, prefix: str) -> jax.Array:
+    """The masked mean over tokens of :func:`basis_layer_norm`, with ``G`` applied once.
+
+    Each token's output is ``(r·G + a - mean·g)·s + b`` with a per-token scalar ``s``, so
+    its mean over real tokens is ``mean(s·r)·G + mean(s)·a - mean(s·mean)·g + b``
+    (``b`` only where a row has a real token, as :func:`embres.pooling.pool` gives zeros
+    for an all-pad row): the ``2·d·d`` FLOPs of ``G`` are spent per sentence, not per token.
+    Exact up to float rounding.
+    """
+    r, mean, std_inv = _basis_ln_parts(r, p, prefix)
+    real = mask.astype(bool)
+    count = real.sum(1, keepdims=True).astype(jnp.float32)
+    weight = jnp.where(real, std_inv, 0.0) / jnp.maximum(count, 1e-9)  # [b, l]
+    pooled_r = jnp.einsum("bl,bld->bd", weight, r)
+    s_mean = weight.sum(1, keepdims=True)
+    s_stat = jnp.sum(weight * mean, 1, keepdims=True)
+    has_token = (count > 0).astype(jnp.float32)
+    get = lambda name: p[prefix + name]  # noqa: E731
+    return pooled_r @ get("G") + s_mean * get("a") - s_stat * get("g") + has_token * get("b")
 
 
 def attention(x: jax.Array, mask: jax.Array, p: dict, prefix: str) -> jax.Array:
@@ -89,16 +115,33 @@ def pre_ln_block(x: jax.Array, mask: jax.Array, p: dict, prefix: str) -> jax.Arr
     return x + ffn(ln(x, "ln2"), p, prefix)
 
 
-def post_ln_block(x: jax.Array, mask: jax.Array, p: dict, prefix: str) -> jax.Array:
-    """BERT's block, ``LN(h + ffn(h))`` with ``h = LN(x + attn(x))``, in the PCA basis."""
+def post_ln_block(
+    x: jax.Array, mask: jax.Array, p: dict, prefix: str, pooled: bool = False
+) -> jax.Array:
+    """BERT's block, ``LN(h + ffn(h))`` with ``h = LN(x + attn(x))``, in the PCA basis.
+
+    ``pooled``: return the masked mean over tokens [b, d] (the last LayerNorm's ``G`` then
+    runs once per sentence, :func:`pooled_basis_layer_norm`), not token vectors [b, l, d].
+    """
     h = basis_layer_norm(x + attention(x, mask, p, prefix), p, prefix + "ln1.")
-    return basis_layer_norm(h + ffn(h, p, prefix), p, prefix + "ln2.")
+    y = h + ffn(h, p, prefix)
+    if pooled:
+        return pooled_basis_layer_norm(y, mask, p, prefix + "ln2.")
+    return basis_layer_norm(y, p, prefix + "ln2.")
 
 
-def flops_per_token(params: dict, length: int, basis_norm: bool) -> int:
-    """FLOPs per token of every block in ``params`` at sequence ``length``."""
+def flops_per_token(params: dict, length: int, basis_norm: bool, pooled: bool = False) -> int:
+    """FLOPs per token of every block in ``params`` at sequence ``length``.
+
+    ``pooled``: the cost of the pooled sentence vector (``post_ln_block(..., pooled=True)``
+    for the last block), whose last PCA-basis LayerNorm spends ``2·d·d`` per sentence.
+    """
     total = 0
-    for i in range(count(params)):
+    n = count(params)
+    if pooled and basis_norm and n:
+        d = params[f"block{n - 1}.wq"].shape[0]
+        total -= 2 * d * d - (2 * d * d) // length  # the last G: per sentence, not per token
+    for i in range(n):
         pre = f"block{i}."
         d, heads, width = params[pre + "wq"].shape
         inner = heads * width

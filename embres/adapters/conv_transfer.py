@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from embres.adapters import blocks, hybrid, transfer
+from embres.adapters import hybrid, transfer
 
 VOCAB_ROWS = ("table",)
 output_dim = transfer.output_dim
@@ -47,10 +47,14 @@ def apply_states(params: dict, table: Any, ids: jax.Array, mask: jax.Array | Non
     """(token vectors [b, l, d], {"input": the mixer's output, read by the blocks})."""
     p = merge(params, table if isinstance(table, dict) else None)
     mask = jnp.ones(ids.shape, jnp.int32) if mask is None else mask
-    x = start = hybrid.mix(p, transfer.embed_rows(p, ids, mask))
-    for i in range(blocks.count(p)):
-        x = blocks.post_ln_block(x, mask, p, f"block{i}.")
-    return x, {"input": start}
+    start = hybrid.mix(p, transfer.embed_rows(p, ids, mask))
+    return transfer.run_blocks(p, start, mask), {"input": start}
+
+
+def apply_pooled(params: dict, table: Any, ids: jax.Array, mask: jax.Array) -> jax.Array:
+    """The served sentence vector, as :func:`transfer.apply_pooled`: [b, d]."""
+    p = merge(params, table if isinstance(table, dict) else None)
+    return transfer.run_blocks(p, hybrid.mix(p, transfer.embed_rows(p, ids, mask)), mask, True)
 
 
 def apply(params: dict, table: Any, ids: jax.Array, mask: jax.Array | None = None):

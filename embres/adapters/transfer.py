@@ -123,14 +123,28 @@ def embed_rows(params: dict, ids: jax.Array, mask: jax.Array | None) -> jax.Arra
     return x if mask is None else x * mask[..., None].astype(x.dtype)
 
 
+def run_blocks(p: dict, x: jax.Array, mask: jax.Array, pooled: bool = False) -> jax.Array:
+    """The transferred blocks over ``x`` [b, l, d]: token vectors, or with ``pooled`` their
+    masked mean [b, d] (the last LayerNorm's ``G`` applied once per sentence)."""
+    n = blocks.count(p)
+    for i in range(n):
+        x = blocks.post_ln_block(x, mask, p, f"block{i}.", pooled=pooled and i == n - 1)
+    return x
+
+
 def apply_states(params: dict, table: Any, ids: jax.Array, mask: jax.Array | None = None):
     """(token vectors [b, l, d], {"input": the rows the blocks start from})."""
     p = merge(params, table if isinstance(table, dict) else None)
     mask = jnp.ones(ids.shape, jnp.int32) if mask is None else mask
-    x = start = embed_rows(p, ids, mask)
-    for i in range(blocks.count(p)):
-        x = blocks.post_ln_block(x, mask, p, f"block{i}.")
-    return x, {"input": start}
+    start = embed_rows(p, ids, mask)
+    return run_blocks(p, start, mask), {"input": start}
+
+
+def apply_pooled(params: dict, table: Any, ids: jax.Array, mask: jax.Array) -> jax.Array:
+    """The served sentence vector: the masked mean of :func:`apply` [b, d], computed with
+    the last LayerNorm's ``2·d·d`` per sentence rather than per token (exact)."""
+    p = merge(params, table if isinstance(table, dict) else None)
+    return run_blocks(p, embed_rows(p, ids, mask), mask, pooled=True)
 
 
 def apply(params: dict, table: Any, ids: jax.Array, mask: jax.Array | None = None):
@@ -155,8 +169,12 @@ def table_bytes(params: dict, table_shape: tuple[int, int]) -> int:
 
 
 def flops_per_token(params: dict, length: int = 16) -> int:
-    """FLOPs per token of the blocks at sequence ``length`` (the lookup is free)."""
-    return blocks.flops_per_token(params, length, basis_norm=True) + params["pos"].shape[1]
+    """FLOPs per token of the served sentence vector (:func:`apply_pooled`) at sequence
+    ``length``: the blocks, the last LayerNorm's ``G`` once per sentence (the lookup is free)."""
+    return (
+        blocks.flops_per_token(params, length, basis_norm=True, pooled=True)
+        + params["pos"].shape[1]
+    )
 
 
 # ----------------------------------------------------------------------------- the transfer
