@@ -137,6 +137,7 @@ def token_distill_training(c: ml_collections.ConfigDict) -> ml_collections.Confi
     c.data.source = "text:" + data_path("text/en.txt")
     c.data.max_length = 64
     c.data.cache_dir = ""  # default: <workdir>/token_cache
+    c.data.cache_rows = 0  # training sentences cached (the first ones); 0: the whole corpus
     c.batch_size = 128
     c.total_steps = 600
     c.optimizer.learning_rate = 1e-3

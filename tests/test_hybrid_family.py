@@ -3,6 +3,7 @@ and each variant trained and exported through ``configs/hybrid.py``."""
 
 from __future__ import annotations
 
+import json
 import types
 
 import jax
@@ -236,6 +237,9 @@ def test_each_variant_trains_two_steps_and_its_export_reloads_identically(
     result = train_and_evaluate(config, workdir)
     assert result["final_step"] == 2
     assert all(np.isfinite(v) for v in result["losses"].values())
+    if config.objective.kind == "token_distill":  # runlocal caches its first 64 sentences
+        meta = json.loads((workdir / "token_cache" / "meta.json").read_text())
+        assert meta["count"] == config.data.cache_rows == 64, meta
 
     # the in-memory student and the reloaded export give the same vectors
     teacher = load(str(model_dir))

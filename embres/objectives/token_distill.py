@@ -159,6 +159,9 @@ def prepare(
     )
     start = row_layer(config, host, adapter)
     corpus_key, held, corpus_rows = static_distill.training_corpus(config, host)
+    limit = int(config.data.get("cache_rows", 0) or 0)  # 0: the whole corpus
+    if limit:
+        corpus_rows = itertools.islice(corpus_rows, limit)
     # The basis: principal axes of the teacher's own states, at the rows' layer and the
     # last, on the first training sentences (which are then cached like the rest).
     first = list(itertools.islice(corpus_rows, int(obj.get("basis_sentences", 1024))))
@@ -176,6 +179,8 @@ def prepare(
         "corpus": corpus_key,
         "basis_sha256": basis_hash,
     }
+    if limit:  # (absent when 0, so caches of the whole corpus built before it still match)
+        key["rows"] = limit
     cache_dir = Path(config.data.get("cache_dir") or (Path(workdir) / "token_cache"))
     if process_index == 0:
         token_cache.build_token_cache(
