@@ -2,7 +2,7 @@
 
     EMBRES_DATA_DIR=../shared/data python bench/hybrid.py --teacher all-MiniLM-L6-v2 \\
         --student static=runs/static_en --student conv=runs/hybrid_conv ... \\
-        [--out bench/results/hybrid] [--repeats 3] [--sentences 5000] [--no-teacher]
+        [--out bench/results/hybrid] [--repeats 5] [--sentences 5000] [--no-teacher]
 
 Each ``--student NAME=PATH`` is an embres export directory or a training workdir holding
 ``export/``. For the teacher and each student the table gives: STS-B dev, SICK trial and
@@ -10,8 +10,9 @@ STSb-TR dev Spearman (x100); FLOPs per token of one forward at the mean token co
 speed sentences (the teacher counts its special tokens, students tokenise without them, as
 each does when it embeds) and the share of the teacher's; parameters, bytes held in memory
 and bytes of the weight files on disk; CPU sentences/s on ``--sentences`` distinct STS-B
-train+dev sentences (one warm-up call, then the best of ``--repeats``) and the ratio to the
-embres teacher. The teacher's FLOPs are its family's ``flops_per_token(config, L)``; a
+train+dev sentences (one untimed pass each, then the best of ``--repeats`` rounds that time
+every model once: the machine's drift meets all models alike) and the ratio to the embres
+teacher. The teacher's FLOPs are its family's ``flops_per_token(config, L)``; a
 student's are its adapter's ``flops_per_token(params, L)``, and 0 for a table lookup
 (static, projection, lowrank, table: the mean pooling is not counted). When
 sentence-transformers is installed, its copy of the teacher is timed too, as a speed peer
@@ -31,11 +32,12 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.static import quality, rate, sentences  # noqa: E402
+from bench.static import quality, sentences, timed  # noqa: E402
 
 PANELS = (("stsb_dev", "STS-B dev"), ("sick_trial", "SICK trial"))
 
@@ -54,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a student's label and its export (or workdir); repeat for each student",
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "hybrid")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes; the best counts")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed rounds over every model; the best counts"
+    )
     parser.add_argument("--sentences", type=int, default=5000, help="sentences timed")
     parser.add_argument("--no-teacher", action="store_true", help="leave the teacher out")
     args = parser.parse_args(argv)
@@ -73,12 +77,22 @@ def student_spec(text: str) -> tuple[str, Path]:
     return name, Path(path)
 
 
-def speed(encode, texts: list[str], repeats: int) -> float:
-    """Sentences/s: one full untimed pass first (a bucketed model compiles each padded
-    length it meets, and that belongs to no timed pass), then ``bench/static.py``'s
-    ``rate`` (best of ``repeats``)."""
-    encode(texts)
-    return rate(encode, texts, repeats)
+def interleaved_speeds(encoders: list, texts: list[str], repeats: int) -> list[float]:
+    """Sentences/s of each encoder: one full untimed pass each first (a bucketed model
+    compiles each padded length it meets, and that belongs to no timed pass), then
+    ``repeats`` rounds that time every encoder once, the best pass counting.
+
+    Rounds rather than one model's passes after another: this machine's speed drifts by
+    several percent over minutes, and a drift between the teacher's passes and a student's
+    would move their ratio; within a round every model meets the same machine.
+    """
+    for encode in encoders:
+        encode(texts)
+    best = [float("inf")] * len(encoders)
+    for _ in range(repeats):
+        for i, encode in enumerate(encoders):
+            best[i] = min(best[i], timed(encode, texts))
+    return [len(texts) / b for b in best]
 
 
 def _mean_tokens(ids: list[list[int]]) -> float:
@@ -91,8 +105,8 @@ def _array_stats(arrays) -> tuple[int, int]:
     return int(sum(a.size for a in arrays)), int(sum(a.nbytes for a in arrays))
 
 
-def teacher_row(name: str, texts: list[str], repeats: int) -> dict:
-    """The embres teacher: quality, FLOPs at its mean token count, sizes, speed."""
+def teacher_row(name: str, texts: list[str]) -> tuple[dict, Any]:
+    """The embres teacher: (quality, FLOPs at its mean token count, sizes; its encode)."""
     import jax
 
     from embres.extract import EmbeddingExtractor
@@ -112,12 +126,12 @@ def teacher_row(name: str, texts: list[str], repeats: int) -> dict:
         "params": scalars,
         "memory_bytes": nbytes,
         "disk_bytes": int(sum(f.stat().st_size for f in Path(model.path).glob("*.safetensors"))),
-        "sent_per_s": speed(encode, texts, repeats),
-    }
+    }, encode
 
 
-def peer_row(name: str, texts: list[str], repeats: int, teacher: dict) -> dict | None:
-    """sentence-transformers' copy of the teacher, timed only; None (said why) if unavailable."""
+def peer_row(name: str, teacher: dict) -> tuple[dict, Any] | None:
+    """sentence-transformers' copy of the teacher (row, encode), timed only; None (said why)
+    if unavailable."""
     try:
         import sentence_transformers  # noqa: F401
     except ImportError:
@@ -142,12 +156,11 @@ def peer_row(name: str, texts: list[str], repeats: int, teacher: dict) -> dict |
         "params": scalars,
         "memory_bytes": nbytes,
         "disk_bytes": info["disk_bytes"],
-        "sent_per_s": speed(encode, texts, repeats),
-    }
+    }, encode
 
 
-def student_row(name: str, path: Path, texts: list[str], repeats: int) -> dict:
-    """One student export: quality, FLOPs at its mean token count, sizes, speed."""
+def student_row(name: str, path: Path, texts: list[str]) -> tuple[dict, Any]:
+    """One student export: (quality, FLOPs at its mean token count, sizes; its encode)."""
     from embres import adapters
     from embres.export import load_student
 
@@ -165,8 +178,7 @@ def student_row(name: str, path: Path, texts: list[str], repeats: int) -> dict:
         "params": scalars,
         "memory_bytes": nbytes,
         "disk_bytes": int(student.disk_bytes),
-        "sent_per_s": speed(student.encode, texts, repeats),
-    }
+    }, student.encode
 
 
 def add_ratios(rows: list[dict], teacher: dict | None) -> None:
@@ -205,7 +217,7 @@ def markdown(rows: list[dict], settings: dict) -> str:
         "# Hybrid students: quality against cost",
         "",
         f"Speed: {settings['sentences']} STS-B train+dev sentences on CPU, best of "
-        f"{settings['repeats']} after a warm-up. FLOPs per token at each model's mean token "
+        f"{settings['repeats']} interleaved rounds after a warm-up pass. FLOPs per token at each model's mean token "
         "count on those sentences (multiply-add = 2; 0 for a table lookup). Spearman x100.",
         "",
         "| " + " | ".join(h for h, _, _ in COLUMNS) + " |",
@@ -255,14 +267,18 @@ def plot(rows: list[dict], teacher: dict | None, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     texts = sentences(args.sentences)
-    rows, teacher = [], None
+    built, teacher = [], None
     if not args.no_teacher:
-        teacher = teacher_row(args.teacher, texts, args.repeats)
-        rows.append(teacher)
-        peer = peer_row(args.teacher, texts, args.repeats, teacher)
-        rows.extend([peer] if peer else [])
+        built.append(teacher_row(args.teacher, texts))
+        teacher = built[0][0]
+        peer = peer_row(args.teacher, teacher)
+        built.extend([peer] if peer else [])
     for name, path in args.student:
-        rows.append(student_row(name, path, texts, args.repeats))
+        built.append(student_row(name, path, texts))
+    rows = [row for row, _ in built]
+    rates = interleaved_speeds([encode for _, encode in built], texts, args.repeats)
+    for row, rate in zip(rows, rates, strict=True):
+        row["sent_per_s"] = rate
     add_ratios(rows, teacher)
     settings = {
         "teacher": None if args.no_teacher else args.teacher,

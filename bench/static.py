@@ -38,11 +38,11 @@ def sentences(limit: int = 5000) -> list[str]:
 
 def rate(encode, texts, repeats: int = 3) -> float:
     encode(texts[:64])  # warm-up
-    best = min(_timed(encode, texts) for _ in range(repeats))
+    best = min(timed(encode, texts) for _ in range(repeats))
     return len(texts) / best
 
 
-def _timed(fn, texts) -> float:
+def timed(fn, texts) -> float:
     start = time.perf_counter()
     fn(texts)
     return time.perf_counter() - start

@@ -211,7 +211,7 @@ def test_token_cache_source_groups_lengths_and_resumes_exactly(tiny_models, tmp_
         np.testing.assert_array_equal(got[key], expected[key])
 
 
-@pytest.mark.parametrize("variant", ["transfer", "conv_transfer", "attention", "conv"])
+@pytest.mark.parametrize("variant", ["transfer", "transfer1", "conv_transfer", "attention", "conv"])
 def test_each_variant_trains_two_steps_and_its_export_reloads_identically(
     tiny_models, tmp_path, variant
 ):
