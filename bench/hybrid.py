@@ -230,7 +230,8 @@ def markdown(rows: list[dict], settings: dict) -> str:
 
 
 def plot(rows: list[dict], teacher: dict | None, path: Path) -> None:
-    """Spearman against FLOPs per token (log x), one panel per dataset; every point named."""
+    """Spearman against FLOPs per token (log x), one panel per dataset; every point named in
+    one legend below (labels beside the points overlap where variants cluster)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,26 +241,29 @@ def plot(rows: list[dict], teacher: dict | None, path: Path) -> None:
     positive = [r["flops_per_token"] for r in rows if r["flops_per_token"] > 0]
     # 0 FLOPs has no place on a log axis: a decade below the cheapest contextual model.
     floor = 10 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1e3
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 4.5), squeeze=False)
+    colors = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 5.5), squeeze=False)
     for ax, (key, title) in zip(axes[0], PANELS, strict=True):
-        for r in rows:
+        for i, r in enumerate(rows):
             x = r["flops_per_token"] or floor
             label = r["model"] if r["flops_per_token"] else f"{r['model']} (0 FLOPs, at floor)"
             marker = "s" if r is teacher else ("v" if not r["flops_per_token"] else "o")
-            ax.scatter([x], [r[key]], marker=marker)
-            ax.annotate(label, (x, r[key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            first = ax is axes[0][0]
+            ax.scatter(
+                [x], [r[key]], marker=marker, color=colors[i % 20], label=label if first else None
+            )
         if teacher:
-            ax.axvline(teacher["flops_per_token"] / 10, ls="--", c="grey", label="10% of teacher")
-            ax.legend(loc="best", fontsize=8)
+            line = "10% of the teacher's FLOPs" if ax is axes[0][0] else None
+            ax.axvline(teacher["flops_per_token"] / 10, ls="--", c="grey", label=line)
         ax.set_xscale("log")
-        # Room for the labels, which start right of their points.
-        ax.set_xlim(floor / 2, max([floor, *positive]) * 20)
-        ax.margins(y=0.12)
+        ax.set_xlim(floor / 2, max([floor, *positive]) * 3)
+        ax.margins(y=0.08)
         ax.set_xlabel(f"FLOPs per token (static: 0, drawn at {floor:.0e})")
         ax.set_ylabel("Spearman x100")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
