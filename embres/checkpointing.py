@@ -392,15 +392,22 @@ def _from_aborted_read(exc: BaseException | None, obj: Any) -> bool:
 
 
 def _orbax_task_debris(record: logging.LogRecord) -> bool:
-    """Logging filter: an abandoned Orbax read task, garbage-collected, goes to the debug log.
+    """Logging filter: an abandoned checkpoint-read task, garbage-collected, goes to the
+    debug log.
 
     asyncio reports a task whose exception nobody awaited ("Task exception was never
     retrieved") through its own logger when the task is collected, not through
-    ``sys.unraisablehook``; for an Orbax read abandoned after a corrupt array, that is the
-    same debris. Returns ``False`` (drop) for exactly those records, ``True`` for all others.
+    ``sys.unraisablehook``; for a read abandoned after a corrupt array, that is the same
+    debris. Such a task runs an Orbax coroutine, or asyncio's wrapper around a TensorStore
+    future (then only its exception tells: one that :func:`corruption_reason` takes as proof
+    of corruption, the error already reported). Returns ``False`` (drop) for exactly those
+    records, ``True`` for all others.
     """
     message = record.getMessage()
-    if "exception was never retrieved" in message and "orbax" in message:
+    if "exception was never retrieved" not in message:
+        return True
+    error = record.exc_info[1] if record.exc_info else None
+    if "orbax" in message or (error is not None and corruption_reason(error) is not None):
         log.debug("after an aborted checkpoint read: %s", message.splitlines()[0])
         return False
     return True
