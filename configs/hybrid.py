@@ -74,16 +74,21 @@ hybrids. CPU speeds, parameters and
 bytes of every variant: ``python bench/hybrid.py`` (see the README).
 """
 
+import json
+from pathlib import Path
+
 from embres import configlib
 
 VARIANTS = ("transfer", "transfer1", "conv_transfer", "attention", "conv", "conv_pooled")
 
 
 def get_config(arg: str | None = None):
-    """Config for ``configs/hybrid.py[:variant=NAME,runlocal,target_dim=N]``."""
-    arg = configlib.parse_arg(arg, runlocal=False, target_dim=0, variant="transfer")
+    """Config for ``configs/hybrid.py[:variant=NAME,runlocal,target_dim=N,finetune=DIR]``."""
+    arg = configlib.parse_arg(arg, runlocal=False, target_dim=0, variant="transfer", finetune="")
     if arg.variant not in VARIANTS:
         raise ValueError(f"variant={arg.variant!r}; expected one of {list(VARIANTS)}")
+    if arg.finetune:
+        return finetune_config(arg.finetune, arg.runlocal)
     c = configlib.base_config()
     c.adapter = configlib.section()
     # runlocal is a smoke run: a width any teacher, even a tiny test model, has.
@@ -139,5 +144,28 @@ def get_config(arg: str | None = None):
             c.objective.loss = "contrastive"
             c.optimizer.learning_rate = 3e-3
     if arg.runlocal:
+        configlib.shrink_for_runlocal(c)
+    return c
+
+
+def finetune_config(init_from: str, runlocal: bool = False):
+    """The second stage: the student trained in ``init_from`` (a workdir or its export/), any
+    variant's or the static one's, fine-tuned on the STS-B and SICK train pairs' scores."""
+    c = configlib.base_config()
+    path = Path(init_from).expanduser()
+    export = path / "export" if (path / "export" / "embres_static.json").exists() else path
+    # A contextual export's adapter (checked again, naming the path, when training starts);
+    # a static student's rows are trained by the "table" adapter.
+    adapter = "table"
+    if (export / "adapter.safetensors").exists():
+        adapter = json.loads((export / "embres_static.json").read_text()).get("adapter", "table")
+    c.adapter = configlib.section(type=adapter)
+    configlib.sts_finetune_training(c, init_from, "scored:stsb,sick")
+    c.total_steps = 600
+    c.optimizer.learning_rate = 3e-4
+    c.optimizer.warmup_steps = 60
+    # Fidelity to the teacher is not what this stage is after; STS and speed are measured.
+    del c.evals.fidelity
+    if runlocal:
         configlib.shrink_for_runlocal(c)
     return c

@@ -24,25 +24,10 @@ def get_config(arg: str | None = None):
     arg = configlib.parse_arg(arg, runlocal=False, lang="tr", init_from="")
     c = configlib.base_config()
     c.adapter = configlib.section(type="table")
-    c.objective = configlib.section()
-    c.objective.kind = "sts_finetune"
-    c.objective.init_from = arg.init_from  # a first stage's workdir or export/ folder
-    c.objective.loss = "cosent"  # or "cosine_mse"
-    c.objective.scale = 20.0
-    c.objective.max_score = 5.0
-    c.objective.freeze_teacher_rows = True
     lang = arg.lang
-    c.data.source = "pairs:" + configlib.data_path(f"stsb_{lang}/stsb_{lang}_train.tsv")
-    c.data.columns = "sentence1,sentence2"
-    c.data.score_column = "score"
-    c.data.heldout = 0
-    c.data.max_length = 64
-    c.batch_size = 64
-    c.total_steps = 400
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.warmup_steps = 20
-    c.checkpoint.every_steps = 200
-    c.log_every_steps = 50
+    configlib.sts_finetune_training(
+        c, arg.init_from, "pairs:" + configlib.data_path(f"stsb_{lang}/stsb_{lang}_train.tsv")
+    )
     c.evals = ml_collections_evals(lang)
     if arg.runlocal:
         configlib.shrink_for_runlocal(c)

@@ -146,6 +146,35 @@ def token_distill_training(c: ml_collections.ConfigDict) -> ml_collections.Confi
     return c
 
 
+def sts_finetune_training(
+    c: ml_collections.ConfigDict, init_from: str, source: str
+) -> ml_collections.ConfigDict:
+    """Objective, data and schedule of a second stage on scored pairs (``sts_finetune``).
+
+    ``init_from`` is a first stage's workdir or export; ``source`` a scored ``pairs:`` TSV
+    (columns ``sentence1``, ``sentence2``, ``score``) or ``scored:NAME[,NAME]``.
+    """
+    c.objective = section()
+    c.objective.kind = "sts_finetune"
+    c.objective.init_from = init_from
+    c.objective.loss = "cosent"  # or "cosine_mse"
+    c.objective.scale = 20.0
+    c.objective.max_score = 5.0
+    c.objective.freeze_teacher_rows = True
+    c.data.source = source
+    c.data.columns = "sentence1,sentence2"
+    c.data.score_column = "score"
+    c.data.heldout = 0  # the evaluations are the dev splits, never trained on
+    c.data.max_length = 64
+    c.batch_size = 64
+    c.total_steps = 400
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 20
+    c.checkpoint.every_steps = 200
+    c.log_every_steps = 50
+    return c
+
+
 def static_student_config(
     target_dim: int | None = None, runlocal: bool = False
 ) -> ml_collections.ConfigDict:

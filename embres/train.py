@@ -275,13 +275,16 @@ def _train_and_evaluate(config, workdir: Path, objective, adapter) -> dict:
     # reach them, so their gradients, Adam moments and updates stay exactly zero.
     tx, schedule = optim.make_optimizer(config.optimizer, config.total_steps)
 
-    def init_state(rng, table, weights):
-        params = adapter.init(rng, table[:vocab_size], config.adapter, weights)
+    def init_state(rng, table, weights, start):
+        if start is not None:  # a trained student's params (plan.init_params), as they are
+            params = {k: jnp.asarray(v, jnp.float32) for k, v in start.items()}
+        else:
+            params = adapter.init(rng, table[:vocab_size], config.adapter, weights)
         params = adapters.resize_vocab_rows(params, adapter, vocab_size, padded_vocab)
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
     weights = None if plan.init_weights is None else jnp.asarray(plan.init_weights, jnp.float32)
-    init_args = (jax.random.PRNGKey(config.seed), plan.init_table, weights)
+    init_args = (jax.random.PRNGKey(config.seed), plan.init_table, weights, plan.init_params)
     abstract = jax.eval_shape(init_state, *init_args)
     shardings = parallel.tree_shardings(abstract, mesh, rules, check=True)
     abstract = jax.tree.map(

@@ -1,5 +1,6 @@
 """Data sources by name: ``"vocab"``, ``"text:PATH"``, ``"tfds:NAME/CONFIG:SPLIT"``, ``"pairs:PATH"``,
-``"sentences:stsb,sick"`` (the STS train splits' sentences, no evaluation sentence).
+``"sentences:stsb,sick"`` (the STS train splits' sentences, no evaluation sentence),
+``"scored:stsb,sick"`` (their scored pairs, scores rescaled to [0, 1]).
 
 A source yields host-local numpy batches ``{"ids": int32 [b, L], "mask": int32 [b, L], ...}``
 with ``b = batch_size // process_count`` and a fixed ``L = max_length`` (one compiled shape),
@@ -24,6 +25,7 @@ from embres.data.registry import (
     Spec,
     check_spec,
     make_source,
+    pairs_file,
     parse_spec,
     text_file,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "Spec",
     "check_spec",
     "make_source",
+    "pairs_file",
     "pad_batch",
     "parse_spec",
     "text_file",

@@ -15,7 +15,12 @@ from typing import Any
 
 from embres.data.batching import Source
 from embres.data.pairs import PairsSource
-from embres.data.sentences import missing_files, parse_names, sentences_text_file
+from embres.data.sentences import (
+    missing_files,
+    parse_names,
+    scored_pairs_file,
+    sentences_text_file,
+)
 from embres.data.text import TextSource
 from embres.data.tfds import TfdsSpec, parse_tfds_spec, tfds_text_file
 from embres.data.vocab import VocabSource
@@ -26,7 +31,7 @@ class Spec:
     """A parsed ``config.data.source``.
 
     Attributes:
-      kind: ``"vocab"``, ``"text"``, ``"tfds"``, ``"pairs"`` or ``"sentences"``.
+      kind: ``"vocab"``, ``"text"``, ``"tfds"``, ``"pairs"``, ``"sentences"`` or ``"scored"``.
       raw: the spec as written.
       path: the file of ``text:`` and ``pairs:`` (``~`` expanded), else None.
       tfds: the parsed ``tfds:`` name, else None.
@@ -104,9 +109,12 @@ def _build_tfds(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Source:
     return _text_source(tfds_text_file(spec.raw), cfg, tokenizer, **common)
 
 
-def _parse_sentences(raw: str, rest: str | None) -> Spec:
-    parse_names(rest, raw)
-    return Spec("sentences", raw)
+def _parse_names(kind: str) -> Callable[[str, str | None], Spec]:
+    def parse(raw: str, rest: str | None) -> Spec:
+        parse_names(rest, raw)
+        return Spec(kind, raw)
+
+    return parse
 
 
 def _names(spec: Spec) -> tuple[str, ...]:
@@ -143,10 +151,31 @@ def text_file(spec: Spec) -> Path:
     )
 
 
+def pairs_file(spec: Spec) -> Path:
+    """The TSV a ``pairs:`` or ``scored:`` source reads (written once for ``scored:``).
+
+    Raises:
+      ValueError: a source of any other kind.
+    """
+    if spec.kind == "pairs":
+        return spec.path
+    if spec.kind == "scored":
+        return Path(scored_pairs_file(_names(spec)))
+    raise ValueError(f"config.data.source={spec.raw!r} is a {spec.kind!r} source, not pairs")
+
+
 def _build_pairs(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Source:
+    return _pairs_source(spec.path, cfg, tokenizer, **common)
+
+
+def _build_scored(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Source:
+    return _pairs_source(pairs_file(spec), cfg, tokenizer, **common)
+
+
+def _pairs_source(path: Path | str, cfg: Any, tokenizer: Any, **common: Any) -> Source:
     common.pop("seed")
     return PairsSource(
-        str(spec.path),
+        str(path),
         tokenizer,
         max_length=cfg.max_length,
         columns=_field(cfg, "columns", ""),
@@ -163,7 +192,13 @@ REGISTRY: dict[str, Kind] = {
     "pairs": Kind("pairs:PATH", _parse_path("pairs"), _build_pairs, needs_file=True),
     "vocab": Kind("vocab", _parse_vocab, _build_vocab),
     "sentences": Kind(
-        "sentences:NAME[,NAME]", _parse_sentences, _build_sentences, check=_check_sentences
+        "sentences:NAME[,NAME]",
+        _parse_names("sentences"),
+        _build_sentences,
+        check=_check_sentences,
+    ),
+    "scored": Kind(
+        "scored:NAME[,NAME]", _parse_names("scored"), _build_scored, check=_check_sentences
     ),
 }
 SOURCES = tuple(kind.form for kind in REGISTRY.values())

@@ -10,12 +10,19 @@ sizes of the files it was read from, and then read like any ``text:`` corpus.
 
 Files (under ``$EMBRES_DATA_DIR``): ``stsb/sts-train.csv`` (tab-separated, sentences in
 fields 6 and 7), ``sick/SICK_train.txt`` (a header naming ``sentence_A``/``sentence_B``).
+
+``scored:stsb,sick`` is the same train splits as scored pairs (:func:`scored_pairs_file`), for
+fine-tuning on their labels: each score is rescaled to [0, 1] by its dataset's range (STS-B
+0-5, SICK 1-5), pairs holding any evaluation sentence are dropped the same way, and the
+datasets are interleaved in one fixed shuffled order, written once as a TSV that
+``pairs:``'s reader streams.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import random
 from pathlib import Path
 
 # name -> (train file, [held-out files], how sentences are found)
@@ -23,6 +30,9 @@ DATASETS = {
     "stsb": ("stsb/sts-train.csv", ["stsb/sts-dev.csv", "stsb/sts-test.csv"], "stsb"),
     "sick": ("sick/SICK_train.txt", ["sick/SICK_trial.txt", "sick/SICK_test.txt"], "sick"),
 }
+# name -> the range of its gold scores (rescaled to [0, 1] in ``scored:``)
+SCORE_RANGES = {"stsb": (0.0, 5.0), "sick": (1.0, 5.0)}
+SCORED_HEADER = ("sentence1", "sentence2", "score")
 
 
 def parse_names(rest: str | None, raw: str) -> tuple[str, ...]:
@@ -35,7 +45,8 @@ def parse_names(rest: str | None, raw: str) -> tuple[str, ...]:
     unknown = [n for n in names if n not in DATASETS]
     if not names or unknown:
         raise ValueError(
-            f"config.data.source={raw!r}: expected 'sentences:NAME[,NAME...]' with names from "
+            f"config.data.source={raw!r}: expected '{raw.partition(':')[0]}:NAME[,NAME...]' with "
+            f"names from "
             f"{sorted(DATASETS)}" + (f"; unknown: {unknown}" if unknown else "")
         )
     return names
@@ -55,19 +66,35 @@ def missing_files(names: tuple[str, ...]) -> list[str]:
     ]
 
 
-def _read(path: Path, layout: str) -> list[str]:
+def _rows(path: Path, layout: str) -> list[tuple[str, str, str]]:
+    """(sentence a, sentence b, score as written) of each row of a train or evaluation file."""
     lines = path.read_text(encoding="utf-8").splitlines()
     if layout == "sick":
         header = lines[0].split("\t")
-        columns = [header.index("sentence_A"), header.index("sentence_B")]
+        columns = [header.index(c) for c in ("sentence_A", "sentence_B", "relatedness_score")]
         lines = lines[1:]
     else:
-        columns = [5, 6]
+        columns = [5, 6, 4]
     out = []
     for line in lines:
         fields = line.split("\t")
-        out += [fields[c].strip() for c in columns if c < len(fields)]
-    return [s for s in out if s]
+        out.append(tuple(fields[c].strip() if c < len(fields) else "" for c in columns))
+    return out
+
+
+def _read(path: Path, layout: str) -> list[str]:
+    return [s for row in _rows(path, layout) for s in row[:2] if s]
+
+
+def _evaluation_sentences() -> set[str]:
+    """Every sentence of every dataset's dev, trial and test files found in the data folder
+    (not only the datasets asked for)."""
+    held_out: set[str] = set()
+    for _, evaluation, layout in DATASETS.values():
+        for rel in evaluation:
+            if (data_dir() / rel).is_file():
+                held_out.update(_read(data_dir() / rel, layout))
+    return held_out
 
 
 def sentences(names: tuple[str, ...]) -> list[str]:
@@ -78,12 +105,7 @@ def sentences(names: tuple[str, ...]) -> list[str]:
     """
     if missing := missing_files(names):
         raise FileNotFoundError(f"no such file(s) {missing} (set EMBRES_DATA_DIR)")
-    held_out: set[str] = set()
-    for name in DATASETS:  # every dataset's evaluation files, not only the ones asked for
-        train, evaluation, layout = DATASETS[name]
-        for rel in evaluation:
-            if (data_dir() / rel).is_file():
-                held_out.update(_read(data_dir() / rel, layout))
+    held_out = _evaluation_sentences()
     seen: dict[str, None] = {}
     for name in names:
         train, _, layout = DATASETS[name]
@@ -93,8 +115,41 @@ def sentences(names: tuple[str, ...]) -> list[str]:
     return list(seen)
 
 
-def sentences_text_file(names: tuple[str, ...], cache_root: str | None = None) -> str:
-    """Writes :func:`sentences` once to a text file (one per line) and returns its path."""
+def scored_pairs(names: tuple[str, ...]) -> list[tuple[str, str, float]]:
+    """The train pairs of ``names`` with scores rescaled to [0, 1], interleaved in one fixed
+    shuffled order; a pair holding any evaluation sentence is dropped.
+
+    Raises:
+      FileNotFoundError: naming the train files absent from ``$EMBRES_DATA_DIR``.
+      ValueError: a score that is not a number, naming the file and line.
+    """
+    if missing := missing_files(names):
+        raise FileNotFoundError(f"no such file(s) {missing} (set EMBRES_DATA_DIR)")
+    held_out = _evaluation_sentences()
+    pairs = []
+    for name in names:
+        train, _, layout = DATASETS[name]
+        low, high = SCORE_RANGES[name]
+        for i, (a, b, raw) in enumerate(_rows(data_dir() / train, layout)):
+            try:
+                score = float(raw)
+            except ValueError:
+                if i == 0 and layout == "stsb":
+                    continue  # a header row
+                raise ValueError(
+                    f"{data_dir() / train}:{i + 1 + (layout == 'sick')}: score {raw!r} is not "
+                    "a number"
+                ) from None
+            if a and b and a not in held_out and b not in held_out:
+                pairs.append((a, b, (score - low) / (high - low)))
+    # One fixed order (not the run's seed): a resumed or repeated run reads the same file.
+    random.Random(0).shuffle(pairs)
+    return pairs
+
+
+def _cached(kind: str, names: tuple[str, ...], cache_root: str | None, write) -> str:
+    """``$EMBRES_CACHE/<kind>/<names>-<hash of names and data file sizes>.<ext>``, written
+    once by ``write(path)`` (atomically) and returned."""
     root = Path(cache_root or os.environ.get("EMBRES_CACHE", "~/.cache/embres")).expanduser()
     stamp = "|".join(
         f"{rel}:{(data_dir() / rel).stat().st_size}"
@@ -103,13 +158,35 @@ def sentences_text_file(names: tuple[str, ...], cache_root: str | None = None) -
         if (data_dir() / rel).is_file()
     )
     tag = hashlib.sha256(f"{names}|{stamp}".encode()).hexdigest()[:12]
-    path = root / "sentences" / f"{'_'.join(names)}-{tag}.txt"
+    ext = "tsv" if kind == "scored" else "txt"
+    path = root / kind / f"{'_'.join(names)}-{tag}.{ext}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
         try:
-            partial.write_text("\n".join(sentences(names)) + "\n", encoding="utf-8")
+            write(partial)
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
     return str(path)
+
+
+def sentences_text_file(names: tuple[str, ...], cache_root: str | None = None) -> str:
+    """Writes :func:`sentences` once to a text file (one per line) and returns its path."""
+
+    def write(path: Path) -> None:
+        path.write_text("\n".join(sentences(names)) + "\n", encoding="utf-8")
+
+    return _cached("sentences", names, cache_root, write)
+
+
+def scored_pairs_file(names: tuple[str, ...], cache_root: str | None = None) -> str:
+    """Writes :func:`scored_pairs` once as a TSV (header ``sentence1, sentence2, score``)
+    and returns its path."""
+
+    def write(path: Path) -> None:
+        rows = ["\t".join(SCORED_HEADER)]
+        rows += [f"{a}\t{b}\t{score:.6g}" for a, b, score in scored_pairs(names)]
+        path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+    return _cached("scored", names, cache_root, write)

@@ -58,6 +58,9 @@ class Plan:
       export: ``export(params, directory) -> Path`` writes the served model.
       vocab_size: rows of the student's vocabulary when it has its own tokenizer (a new
         language's); ``None``: the teacher's ``vocab_size``.
+      init_params: the adapter's whole params to start from (a trained contextual student
+        being fine-tuned), in place of ``adapter.init``; ``None``: ``adapter.init`` on
+        ``init_table`` and ``init_weights``.
     """
 
     init_table: Any
@@ -71,6 +74,7 @@ class Plan:
     teacher: Callable[[], tuple[EmbedFn, dict]]
     export: Callable[[Any, Any], Any]
     vocab_size: int | None = None
+    init_params: dict[str, Any] | None = None
 
 
 def register(name: str, module: ModuleType) -> None:
