@@ -241,7 +241,7 @@ def plot(rows: list[dict], teacher: dict | None, path: Path) -> None:
     positive = [r["flops_per_token"] for r in rows if r["flops_per_token"] > 0]
     # 0 FLOPs has no place on a log axis: a decade below the cheapest contextual model.
     floor = 10 ** (math.floor(math.log10(min(positive))) - 1) if positive else 1e3
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab20").colors  # up to 20 models, each its own colour
     fig, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 5.5), squeeze=False)
     for ax, (key, title) in zip(axes[0], PANELS, strict=True):
         for i, r in enumerate(rows):
@@ -250,7 +250,11 @@ def plot(rows: list[dict], teacher: dict | None, path: Path) -> None:
             marker = "s" if r is teacher else ("v" if not r["flops_per_token"] else "o")
             first = ax is axes[0][0]
             ax.scatter(
-                [x], [r[key]], marker=marker, color=colors[i % 20], label=label if first else None
+                [x],
+                [r[key]],
+                marker=marker,
+                color=colors[i % len(colors)],
+                label=label if first else None,
             )
         if teacher:
             line = "10% of the teacher's FLOPs" if ax is axes[0][0] else None
