@@ -33,7 +33,6 @@ from embres.objectives import Plan, common, losses
 
 NAME = "sts_finetune"
 ADAPTERS = ("table",)  # of static tables and embedding-layer transfers
-CONTEXTUAL = ("transfer", "conv_transfer", "attention", "hybrid")  # their exports' own
 
 
 def _student_kind(path: Path) -> str:
