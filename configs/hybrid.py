@@ -62,6 +62,9 @@ together)::
     python -m embres.train --config=configs/hybrid.py:finetune=runs/h_transfer --workdir=runs/h_transfer_sts
         # 85.45 / 81.54 / 59.62; same FLOPs and speed as its first stage; 342 s
         # (learning rate 1e-4: 85.87 / 81.38 / 59.02; 1e-3: 81.13 / 78.47 / 55.27)
+        # from the 9-head student: 85.47 / 81.91 / 59.88; 10 heads: 85.57 / 81.99 / 58.46;
+        # transfer1: 85.26 / 81.60 / 58.07 (SICK +3.6 to +4.7 over each first stage; 8 heads
+        # stays the default for its speed margin)
     python -m embres.train --config=configs/hybrid.py:finetune=runs/h_static --workdir=runs/h_static_sts
         # the static student, same stage: 83.83 / 76.02 / 55.17; 76 s
         # (1e-4: 84.10 / 75.72 / 55.15; 1e-3: 81.75 / 76.32 / 55.26; 3e-3: 81.28 / 77.61 /
