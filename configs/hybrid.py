@@ -95,10 +95,8 @@ hybrids. CPU speeds, parameters and
 bytes of every variant: ``python bench/hybrid.py`` (see the README).
 """
 
-import json
-from pathlib import Path
-
 from embres import configlib
+from embres.objectives import sts_finetune
 
 VARIANTS = ("transfer", "transfer1", "conv_transfer", "attention", "conv", "conv_pooled")
 
@@ -173,14 +171,8 @@ def finetune_config(init_from: str, runlocal: bool = False):
     """The second stage: the student trained in ``init_from`` (a workdir or its export/), any
     variant's or the static one's, fine-tuned on the STS-B and SICK train pairs' scores."""
     c = configlib.base_config()
-    path = Path(init_from).expanduser()
-    export = path / "export" if (path / "export" / "embres_static.json").exists() else path
-    # A contextual export's adapter (checked again, naming the path, when training starts);
-    # a static student's rows are trained by the "table" adapter.
-    adapter = "table"
-    if (export / "adapter.safetensors").exists():
-        adapter = json.loads((export / "embres_static.json").read_text()).get("adapter", "table")
-    c.adapter = configlib.section(type=adapter)
+    # A contextual export's own adapter; a static student's rows are trained by "table".
+    c.adapter = configlib.section(type=sts_finetune.trained_adapter(init_from))
     configlib.sts_finetune_training(c, init_from, "scored:stsb,sick")
     c.total_steps = 600
     c.optimizer.learning_rate = 3e-4

@@ -50,6 +50,14 @@ def _student_kind(path: Path) -> str:
     )
 
 
+def _export_dir(init_from: str) -> Path:
+    """``init_from``, or the ``export/`` folder of the workdir it names."""
+    path = Path(init_from).expanduser()
+    if not (path / "tokenizer.json").exists() and (path / "export").is_dir():
+        path = path / "export"
+    return path
+
+
 def _init_dir(config: Any) -> Path:
     raw = config.objective.get("init_from", "")
     if not raw:
@@ -57,10 +65,17 @@ def _init_dir(config: Any) -> Path:
             "config.objective.init_from is empty; expected the export/ folder of a trained "
             "student (e.g. <workdir>/export of configs/language_static.py)"
         )
-    path = Path(raw).expanduser()
-    if not (path / "tokenizer.json").exists() and (path / "export").is_dir():
-        path = path / "export"
-    return path
+    return _export_dir(raw)
+
+
+def trained_adapter(init_from: str) -> str:
+    """The ``config.adapter.type`` that trains the student in ``init_from`` (a workdir or an
+    export): a contextual export's own adapter, else ``"table"`` (also for a path that holds
+    no student yet: :func:`check` then names what is missing)."""
+    path = _export_dir(init_from)
+    if (path / "embres_static.json").exists() and (path / "adapter.safetensors").exists():
+        return json.loads((path / "embres_static.json").read_text()).get("adapter", "table")
+    return "table"
 
 
 def check(config: Any, model: Any, adapter: Any) -> None:
@@ -70,7 +85,7 @@ def check(config: Any, model: Any, adapter: Any) -> None:
     path = _init_dir(config)
     kind = _student_kind(path)
     if kind == "contextual":
-        saved = json.loads((path / "embres_static.json").read_text()).get("adapter")
+        saved = trained_adapter(str(path))
         if config.adapter.type != saved:
             raise ValueError(
                 f"config.objective.init_from={str(path)!r} is a contextual student of adapter "
