@@ -112,7 +112,8 @@ def static_distill_training(c: ml_collections.ConfigDict) -> ml_collections.Conf
     c.total_steps = 400
     c.data.max_length = 64
     c.data.cache_dir = ""  # default: <workdir>/cache
-    c.data.cache_rows = 16_384  # vocab: sampled sequences the teacher embeds once
+    c.data.vocab_samples = 16_384  # source "vocab": sequences sampled once for the teacher
+    c.data.cache_rows = 0  # the first N training rows are cached and trained on; 0: all
     c.optimizer.learning_rate = 1e-2
     c.optimizer.warmup_steps = 20
     c.checkpoint.every_steps = 100
@@ -261,8 +262,9 @@ def shrink_for_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     c.log_every_steps = 1
     c.eval.heldout_texts = 16
     c.evals = ml_collections.ConfigDict()  # no evaluators: a smoke run
-    if "cache_rows" in c.data:
-        c.data.cache_rows = 64
+    for key in ("cache_rows", "vocab_samples"):
+        if key in c.data:
+            c.data[key] = 64
     return c
 
 

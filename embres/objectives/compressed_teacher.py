@@ -22,7 +22,7 @@ import numpy as np
 
 from embres import adapters, configlib
 from embres import pooling as pooling_lib
-from embres.objectives import Plan, common, losses
+from embres.objectives import Plan, common, losses, stages
 
 NAME = "compressed_teacher"
 # Adapters whose materialised table can stand in for the teacher's, at its width.
@@ -75,6 +75,44 @@ def make_loss(config: Any, model: Any, adapter: Any):
     return loss
 
 
+def student_fn(model: Any, adapter: Any, batch_size: int):
+    """``student(params)``: the teacher reading the adapter's materialised table."""
+
+    def student(params):
+        served = common.host_model(model)
+        teacher_table = np.asarray(served.embedding_table(), np.float32)
+        table = np.asarray(adapter.materialize(params, teacher_table), np.float32)
+        student_params = common.replace_table(served.params, served.table_path, jnp.asarray(table))
+        table_bytes = adapter.table_bytes(params, teacher_table.shape)
+        total = adapters.param_bytes(served.params) - teacher_table.size * 4 + table_bytes
+        info = {"table_bytes": table_bytes, "total_bytes": total, "params": params}
+        return stages.extractor_fn(served, batch_size, student_params), info
+
+    return student
+
+
+def export_fn(config: Any, model: Any, adapter: Any):
+    """``export(params, directory)``: the teacher with the adapter's table, plus its factors."""
+
+    def export(params, directory):
+        from flax import traverse_util
+
+        from embres.export import export_compressed_teacher
+
+        served = common.host_model(model)
+        table = np.asarray(adapter.materialize(params, served.embedding_table()), np.float32)
+        factors = {"/".join(k): v for k, v in traverse_util.flatten_dict(params).items()}
+        meta = {
+            "adapter": config.adapter.to_dict(),
+            "objective": NAME,
+            "base_model": config.model,
+            "table_path": "/".join(model.table_path),
+        }
+        return export_compressed_teacher(served, table, factors, meta, directory)
+
+    return export
+
+
 def prepare(
     config: Any,
     model: Any,
@@ -99,36 +137,9 @@ def prepare(
         process_count=process_count,
     )
     weights = None
-    if config.adapter.get("weighting", "none") == "frequency":
+    if config.adapter.weighting == "frequency":
         weights = np.asarray(source.token_weights(), np.float32)
     batch_size = config.eval.batch_size
-
-    def student(params):
-        served = common.host_model(model)
-        teacher_table = np.asarray(served.embedding_table(), np.float32)
-        table = np.asarray(adapter.materialize(params, teacher_table), np.float32)
-        student_params = common.replace_table(served.params, served.table_path, jnp.asarray(table))
-        table_bytes = adapter.table_bytes(params, teacher_table.shape)
-        total = adapters.param_bytes(served.params) - teacher_table.size * 4 + table_bytes
-        info = {"table_bytes": table_bytes, "total_bytes": total, "params": params}
-        return common.extractor_fn(served, batch_size, student_params), info
-
-    def export(params, directory):
-        from flax import traverse_util
-
-        from embres.export import export_compressed_teacher
-
-        served = common.host_model(model)
-        table = np.asarray(adapter.materialize(params, served.embedding_table()), np.float32)
-        factors = {"/".join(k): v for k, v in traverse_util.flatten_dict(params).items()}
-        meta = {
-            "adapter": config.adapter.to_dict(),
-            "objective": NAME,
-            "base_model": config.model,
-            "table_path": "/".join(model.table_path),
-        }
-        return export_compressed_teacher(served, table, factors, meta, directory)
-
     return Plan(
         init_table=common.get_table(model.params, model.table_path),
         init_weights=weights,
@@ -137,7 +148,7 @@ def prepare(
         loss=make_loss(config, model, adapter),
         in_batch=False,
         meta={"objective": NAME},
-        student=student,
-        teacher=lambda: common.teacher(common.host_model(model), batch_size),
-        export=export,
+        student=student_fn(model, adapter, batch_size),
+        teacher=lambda: stages.teacher_embedder(common.host_model(model), batch_size),
+        export=export_fn(config, model, adapter),
     )

@@ -89,23 +89,23 @@ def build_tokenizer(
 
     from embres import vocab
 
-    if obj.get("tokenizer", ""):
+    if obj.tokenizer:
         path = Path(obj.tokenizer).expanduser()
         kept = path / "kept_ids.npy"
         return AutoTokenizer.from_pretrained(str(path)), (np.load(kept) if kept.exists() else None)
     kind = obj.vocab
     if kind == "teacher":
         return teacher_tokenizer, None
-    files = text_files(obj.get("vocab_text", ""))
+    files = text_files(obj.vocab_text)
     key = {
         "vocab": kind,
         "size": int(obj.vocab_size),
-        "model": obj.get("vocab_model", "wordpiece"),
+        "model": obj.vocab_model,
         "lang": obj.lang,
         "files": [_file_key(p) for p in files],
         "target_texts": hashlib.sha256("\n".join(target_texts).encode()).hexdigest(),
         "teacher": tokenizer_hash(teacher_tokenizer),
-        "guard": obj.get("english_guard", "seen"),
+        "guard": obj.english_guard,
     }
     key_file = directory / "embres_vocab.json"
     if key_file.exists() and json.loads(key_file.read_text()).get("key") == key:
@@ -120,7 +120,7 @@ def build_tokenizer(
     if kind == "target":
         tokenizer = vocab.train_tokenizer(
             texts,
-            model=obj.get("vocab_model", "wordpiece"),
+            model=obj.vocab_model,
             vocab_size=obj.vocab_size,
             lang=obj.lang,
         )
@@ -131,7 +131,7 @@ def build_tokenizer(
             vocab_size=obj.vocab_size,
             lang=obj.lang,
             english_texts=source_texts,
-            english_guard=obj.get("english_guard", "seen"),
+            english_guard=obj.english_guard,
         )
     elif kind == "trimmed":
         tokenizer, kept_ids = vocab.trim_tokenizer(teacher_tokenizer, texts + list(source_texts))

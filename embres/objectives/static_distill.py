@@ -8,7 +8,8 @@ every prefix a usable model).
 
 Targets are always cached (:mod:`embres.data.cached`): the teacher embeds each training
 sequence once, never inside the step. ``text:``/``tfds:`` corpora are cached line by line;
-the corpus-free ``vocab`` source caches ``config.data.cache_rows`` sampled sequences.
+the corpus-free ``vocab`` source caches ``config.data.vocab_samples`` sampled sequences
+(``config.data.cache_rows`` > 0 keeps the first that many rows of any source).
 
 Train and serve see the same tokens: batches carry the teacher's special tokens
 (``[CLS]``/``[SEP]``) because the teacher needs them, but the student pools only the text's
@@ -19,16 +20,15 @@ without special tokens.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
-from embres import linalg, tokenize
 from embres import pooling as pooling_lib
-from embres.objectives import Plan, common, losses
+from embres import tokenize
+from embres.objectives import Plan, common, losses, stages
 
 NAME = "static_distill"
 # Adapters that start from the distilled rows in the targets' PCA basis.
@@ -80,13 +80,13 @@ def check(config: Any, model: Any, adapter: Any) -> None:
             f"{model.config.hidden_size} (targets are the teacher's vectors in PCA basis)"
         )
     obj = config.objective
-    matryoshka_dims(obj.get("matryoshka_dims", ""), width)
-    if obj.get("loss", "cosine") not in losses.STATIC_LOSSES:
+    matryoshka_dims(obj.matryoshka_dims, width)
+    if obj.loss not in losses.STATIC_LOSSES:
         raise ValueError(
             f"config.objective.loss={obj.loss!r}; expected one of {losses.STATIC_LOSSES}"
         )
     n = model.config.num_layers
-    layer = obj.get("teacher_layer", -1)
+    layer = obj.teacher_layer
     if layer != "mean" and not (isinstance(layer, int) and -(n + 1) <= layer <= n):
         raise ValueError(
             f"config.objective.teacher_layer={layer!r}; expected 'mean' or an int in -{n + 1}..{n}"
@@ -102,19 +102,14 @@ def check(config: Any, model: Any, adapter: Any) -> None:
 
 
 def source_rows(model: Any, config: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(teacher rows [vocab, d], SIF weights [vocab]) from vocabulary distillation.
-
-    Placeholder and special tokens get the mean row, so they add nothing to the PCA the
-    student's table starts from (they never occur in text).
-    """
-    from embres.distill import sif_weights, teacher_token_rows
+    """(teacher rows [vocab, d], SIF weights [vocab]) from vocabulary distillation."""
+    from embres.distill import sif_weights
 
     obj = config.objective
-    raw = teacher_token_rows(model, layer=obj.get("teacher_layer", -1))
+    raw = stages.vocabulary_rows(model, layer=obj.teacher_layer)
     usable = tokenize.usable_token_mask(model.tokenizer, model.config.vocab_size)
-    raw[~usable] = raw[usable].mean(0)
-    weights = sif_weights(raw.shape[0], obj.get("sif_coefficient", 1e-4), None, usable)
-    return raw.astype(np.float32), weights
+    weights = sif_weights(raw.shape[0], obj.sif_coefficient, None, usable)
+    return raw, weights
 
 
 def student_vectors(adapter: Any, params: Any, batch: dict, frozen: dict):
@@ -129,39 +124,58 @@ def student_vectors(adapter: Any, params: Any, batch: dict, frozen: dict):
     return pooling_lib.pool(vectors, mask, "mean")
 
 
-def training_corpus(config: Any, model: Any) -> tuple[dict, list[str], Any]:
-    """(cache key of the corpus, held-out texts, iterator of token-id rows)."""
-    from embres import data
+def cached_targets(config, host, workdir, projection, process_index, process_count):
+    """(source of the cached teacher targets projected onto the basis, its cache key): the
+    teacher embeds each training sequence once, on process 0, never inside the step."""
     from embres.data import cached
 
-    spec = data.parse_spec(config.data.source)
-    cfg = config.data
-    if spec.kind == "vocab":
-        from embres.data.vocab import VocabSource
+    corpus_key, held, corpus_rows = stages.training_corpus(config, host)
+    key = {
+        "teacher": str(host.path),
+        "pooling": host.pooling,
+        "normalize": bool(host.normalize),
+        "dtype": str(config.dtype),
+        "max_length": int(config.data.max_length),
+        "heldout": int(config.data.heldout),
+        "corpus": corpus_key,
+    }
+    directory = stages.cache_dir(config, workdir, "cache")
+    build = lambda: cached.build_cache(  # noqa: E731
+        host,
+        corpus_rows,
+        directory,
+        max_length=config.data.max_length,
+        key=key,
+        heldout_texts=held,
+    )
+    stages.on_process_0(build, process_index, process_count, "cache")
+    source = cached.CachedSource(
+        directory,
+        batch_size=config.batch_size // process_count,
+        vocab_size=host.config.vocab_size,
+        seed=config.seed,
+        process_index=process_index,
+        process_count=process_count,
+        projection=projection,
+    )
+    return source, key
 
-        chunk = 1024
-        sampler = VocabSource(
-            model.tokenizer,
-            vocab_size=model.config.vocab_size,
-            pad_id=model.pad_id,
-            batch_size=chunk,
-            max_length=cfg.max_length,
-            min_length=cfg.min_length,
-            seed=config.seed,
+
+def make_loss(config: Any, adapter: Any, target_dim: int):
+    """``loss(params, batch, frozen, rng)``: the pooled student against the projected target,
+    over every Matryoshka prefix."""
+    obj = config.objective
+    dims = matryoshka_dims(obj.matryoshka_dims, target_dim)
+
+    def loss(params, batch, frozen, rng):
+        del rng  # deterministic
+        student = student_vectors(adapter, params, batch, frozen)
+        per_example = losses.matryoshka_loss(
+            student, batch["targets"], dims, obj.loss, obj.temperature
         )
-        count = int(cfg.cache_rows)
-        rows = (
-            np.asarray(row, np.int32)
-            for start in range(0, count, chunk)
-            for row in sampler.sample(start // chunk, min(chunk, count - start))
-        )
-        key = {"kind": "vocab", "seed": config.seed, "rows": count, "min": cfg.min_length}
-        return key, sampler.heldout_texts(cfg.heldout), rows
-    path = Path(data.text_file(spec)).expanduser().resolve()
-    stat = path.stat()
-    held, rows = cached.text_rows(path, model.tokenizer, cfg.max_length, cfg.heldout)
-    key = {"kind": spec.kind, "path": str(path), "size": stat.st_size, "mtime": stat.st_mtime_ns}
-    return key, held, rows
+        return jnp.mean(per_example), {"pooled_loss": jnp.mean(per_example)}
+
+    return loss
 
 
 def prepare(
@@ -174,112 +188,64 @@ def prepare(
     process_count: int = 1,
 ) -> Plan:
     """Distils the vocabulary, caches the teacher's targets, projects them onto the PCA basis."""
-    from embres.data import cached
-    from embres.export import export_static
-
     host = common.host_model(model)  # distillation and caching run on whole host arrays
     target_dim = _target_dim(config, model, adapter)
     raw, sif = source_rows(host, config)
     # One PCA, here: the student's rows and the targets share its basis exactly. The adapter
-    # gets rows already in it, so its own PCA start is the identity (no second basis whose
-    # signs or order could differ).
-    mean, components = linalg.pca(raw, target_dim)
-    projection = np.asarray(components, np.float32)  # [d, target_dim], targets @ projection
-    rows = ((raw - mean) @ components).astype(np.float32)  # [vocab, target_dim]
-
-    corpus_key, held, corpus_rows = training_corpus(config, host)
-    key = {
-        "teacher": str(host.path),
-        "pooling": host.pooling,
-        "normalize": bool(host.normalize),
-        "dtype": str(config.dtype),
-        "max_length": int(config.data.max_length),
-        "heldout": int(config.data.heldout),
-        "corpus": corpus_key,
-    }
-    cache_dir = Path(config.data.get("cache_dir") or (Path(workdir) / "cache"))
-    if process_index == 0:
-        cached.build_cache(
-            host,
-            corpus_rows,
-            cache_dir,
-            max_length=config.data.max_length,
-            key=key,
-            heldout_texts=held,
-        )
-    if process_count > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("embres_cache_built")
-    source = cached.CachedSource(
-        cache_dir,
-        batch_size=config.batch_size // process_count,
-        vocab_size=host.config.vocab_size,
-        seed=config.seed,
-        process_index=process_index,
-        process_count=process_count,
-        projection=projection,
+    # gets rows already in it, so its own PCA start is the identity.
+    basis = stages.Basis.fit(raw, target_dim)
+    rows = basis.rows(raw)
+    source, key = cached_targets(
+        config, host, workdir, basis.components, process_index, process_count
     )
-
-    # Pooled over the text's own tokens: not the template ([CLS]/[SEP]), which the served
-    # model never sees, and not [UNK], which Model2Vec drops; its served row is zero, so
-    # every reader's normalised mean is the same.
-    unk = host.tokenizer.unk_token_id
-    content = common.content_mask(host.tokenizer, host.config.vocab_size)
-    obj = config.objective
-    dims = matryoshka_dims(obj.get("matryoshka_dims", ""), target_dim)
-    kind, temperature = obj.get("loss", "cosine"), obj.get("temperature", 0.05)
-
-    def loss(params, batch, frozen, rng):
-        del rng  # deterministic
-        student = student_vectors(adapter, params, batch, frozen)
-        per_example = losses.matryoshka_loss(student, batch["targets"], dims, kind, temperature)
-        return jnp.mean(per_example), {"pooled_loss": jnp.mean(per_example)}
-
-    def served_table(params, static_rows=False):
-        """The plain table (None for a contextual adapter unless ``static_rows``)."""
-        plain = adapter.materialize(params, rows)
-        if plain is None and static_rows:
-            plain = params["table"]
-        return None if plain is None else common.unk_zeroed(plain, unk)
+    tokenizer, vocab_size = host.tokenizer, host.config.vocab_size
+    unk = tokenizer.unk_token_id
+    size = lambda params: adapter.table_bytes(params, rows.shape)  # noqa: E731
 
     def student(params):
+        table = stages.served_table(adapter, params, rows, unk, vocab_size)
+        if table is None:
+            served = stages.contextual_student(adapter, params, tokenizer, size(params))
+        else:
+            served = stages.static_student(table, tokenizer, params, size(params))
         # fidelity in the student's space: the teacher's vectors as the targets see them
-        fidelity_map = lambda vectors: vectors @ projection  # noqa: E731
-        return common.served_student(
-            adapter, params, served_table(params), host.tokenizer, rows.shape, fidelity_map
-        )
+        return stages.with_fidelity(served, basis.targets)
 
     def export(params, directory):
-        table = served_table(params)
-        contextual = table is None
         meta = {
             "source_model": config.model,
             "target_dim": target_dim,
             "adapter": config.adapter.type,
             "objective": NAME,
         }
-        return export_static(
-            served_table(params, static_rows=True),
-            host.tokenizer,
-            directory,
-            meta=meta,
-            adapter_params=params if contextual else None,
-        )
+        table = stages.served_table(adapter, params, rows, unk, vocab_size)
+        if table is None:
+            served = stages.contextual_params(adapter, params, vocab_size)
+            return stages.export_contextual_student(served, tokenizer, unk, directory, meta)
+        return stages.export_static_student(table, tokenizer, directory, meta)
 
     return Plan(
         init_table=rows,
         init_weights=sif,
-        frozen={"rows": rows, "content": content},
+        frozen={"rows": rows, "content": common.content_mask(tokenizer, vocab_size)},
         source=source,
-        loss=loss,
-        in_batch=kind in losses.IN_BATCH_LOSSES,
+        loss=make_loss(config, adapter, target_dim),
+        in_batch=config.objective.loss in losses.IN_BATCH_LOSSES,
         meta={
             "objective": NAME,
-            "projection_sha256": hashlib.sha256(projection.tobytes()).hexdigest(),
+            # the basis's inputs, exactly (a float hash of it would differ across backends)
+            "basis": {
+                "teacher": str(host.path),
+                "layer": config.objective.teacher_layer,
+                "width": target_dim,
+                "dtype": str(config.dtype),
+            },
             "cache_key": key,
         },
         student=student,
-        teacher=lambda: common.teacher(host, config.eval.batch_size),
+        teacher=lambda: stages.teacher_embedder(host, config.eval.batch_size),
         export=export,
     )
+
+
+training_corpus = stages.training_corpus  # read by token_distill until it composes stages

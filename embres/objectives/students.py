@@ -1,0 +1,169 @@
+"""The students a cross-lingual objective trains, one class each: what it starts from, how it
+embeds a batch inside the loss, what it serves and how it is exported.
+
+* :class:`StaticStudent` (adapters ``static``, ``projection``, ``hybrid``): rows over the
+  student's vocabulary in the PCA basis of the starting rows (the targets are projected onto
+  it), pooled over the text's own tokens (no template, no ``[UNK]``).
+* :class:`TransferStudent` (adapter ``table``): a new input table feeding the **frozen**
+  teacher transformer (the embedding-layer transfer). Rows the vocabulary shares with the
+  teacher can be kept exact (``kept`` rows: frozen arrays, never parameters).
+* :class:`FullStudent` (adapter ``table``): the transfer with the teacher's whole transformer
+  trained as well (multilingual knowledge distillation), its kept rows still exact.
+
+Each is built from data by its ``start`` classmethod and then only read: the loss closes
+over ``embed``, the trainer over ``student`` and ``export``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from embres import pooling as pooling_lib
+from embres.objectives import common, stages
+
+
+def transfer_model(host: Any, tokenizer: Any, table: Any, params: Any = None) -> Any:
+    """The teacher reading ``table`` through ``tokenizer`` (a ``LoadedModel`` of that
+    vocabulary); ``params``: other transformer weights than the teacher's (a full student)."""
+    rows = int(table.shape[0])
+    cfg = dataclasses.replace(host.config, vocab_size=rows)
+    module = type(host.module)(cfg, dtype=host.module.dtype, param_dtype=host.module.param_dtype)
+    params = common.replace_table(
+        host.params if params is None else params, host.table_path, jnp.asarray(table)
+    )
+    return dataclasses.replace(host, config=cfg, module=module, params=params, tokenizer=tokenizer)
+
+
+@dataclasses.dataclass
+class StaticStudent:
+    """Rows in the PCA basis of the starting rows; pooled over the text's own tokens."""
+
+    adapter: Any
+    tokenizer: Any
+    rows: np.ndarray  # [V, width], the basis coordinates of the starting rows
+    basis: stages.Basis
+    add_special_tokens = False
+
+    @classmethod
+    def start(cls, adapter, config, tokenizer, raw):
+        width = int(adapter.output_dim(config.adapter, raw.shape))
+        basis = stages.Basis.fit(raw, width)
+        return cls(adapter, tokenizer, basis.rows(raw), basis)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.rows)
+
+    def trained_rows(self) -> np.ndarray:
+        return self.rows
+
+    def targets(self, vectors: np.ndarray) -> np.ndarray:
+        return self.basis.targets(vectors)
+
+    def frozen(self) -> dict:
+        content = common.content_mask(self.tokenizer, self.vocab_size)
+        return {"rows": self.rows, "content": content}
+
+    def embed(self, params, frozen, ids, mask):
+        mask = mask * frozen["content"][ids].astype(mask.dtype)
+        vectors = self.adapter.apply(params, frozen["rows"], ids, mask)
+        return pooling_lib.pool(vectors, mask, "mean")
+
+    def served_table(self, params):
+        unk = self.tokenizer.unk_token_id
+        return stages.served_table(self.adapter, params, self.rows, unk, self.vocab_size)
+
+    def student(self, params, batch_size: int):
+        table = self.served_table(params)
+        if table is None:
+            size = self.adapter.table_bytes(params, self.rows.shape)
+            return stages.contextual_student(self.adapter, params, self.tokenizer, size)
+        return stages.static_student(table, self.tokenizer, params, int(table.nbytes))
+
+    def export(self, params, directory, meta: dict):
+        table = self.served_table(params)
+        if table is None:
+            served = stages.contextual_params(self.adapter, params, self.vocab_size)
+            unk = self.tokenizer.unk_token_id
+            return stages.export_contextual_student(served, self.tokenizer, unk, directory, meta)
+        return stages.export_static_student(table, self.tokenizer, directory, meta)
+
+
+@dataclasses.dataclass
+class TransferStudent:
+    """A new input table (``kept`` rows exact, the rest trained) under the frozen teacher."""
+
+    host: Any
+    tokenizer: Any
+    kept: np.ndarray  # [K, d] rows never trained (the teacher's own, in a bilingual vocab)
+    rows: np.ndarray  # [V - K, d] the trained rows' start
+    add_special_tokens = True
+
+    @classmethod
+    def start(cls, host, tokenizer, raw, kept: int):
+        return cls(host, tokenizer, *stages.split_rows(raw, kept))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.kept) + len(self.rows)
+
+    def trained_rows(self) -> np.ndarray:
+        return self.rows
+
+    def targets(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors
+
+    def frozen(self) -> dict:
+        return {"teacher": self.host.params, "base_rows": self.kept}
+
+    def transformer(self, params, frozen):
+        return frozen["teacher"]
+
+    def embed(self, params, frozen, ids, mask):
+        table = stages.joined_rows(frozen["base_rows"], params["table"], len(self.rows), jnp)
+        out = self.host.apply(
+            self.transformer(params, frozen), ids, mask, inputs_embeds=jnp.take(table, ids, axis=0)
+        )
+        return pooling_lib.pool(out["last_hidden_state"], mask, self.host.pooling)
+
+    def served_table(self, params) -> np.ndarray:
+        return stages.joined_rows(
+            self.kept, np.asarray(params["table"], np.float32), len(self.rows)
+        )
+
+    def served_model(self, params):
+        return transfer_model(self.host, self.tokenizer, self.served_table(params))
+
+    def student(self, params, batch_size: int):
+        table = self.served_table(params)
+        model = self.served_model(params)
+        return stages.transformer_student(model, batch_size, params, int(table.nbytes), self.host)
+
+    def export(self, params, directory, meta: dict):
+        return stages.export_transformer_student(self.served_model(params), meta, directory)
+
+
+@dataclasses.dataclass
+class FullStudent(TransferStudent):
+    """The transfer with the teacher's transformer trained too: params ``{"table": new rows,
+    "transformer": the teacher's other weights}`` (its input table stays a frozen array)."""
+
+    def start_params(self) -> dict:
+        """The whole params the trainer starts from (``Plan.init_params``)."""
+        weights = common.replace_table(self.host.params, self.host.table_path, np.zeros((0,)))
+        return {"table": self.rows, "transformer": weights}
+
+    def frozen(self) -> dict:
+        return {"base_rows": self.kept}
+
+    def transformer(self, params, frozen):
+        return params["transformer"]
+
+    def served_model(self, params):
+        return transfer_model(
+            self.host, self.tokenizer, self.served_table(params), params["transformer"]
+        )
