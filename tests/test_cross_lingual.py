@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from _train_utils import tiny_config
@@ -114,10 +115,16 @@ def test_static_students_train_and_export(
     vectors = loaded.encode(TR[:3])
     assert vectors.shape == (3, 16) and np.all(np.isfinite(vectors))
     assert loaded.kind == ("static" if adapter == "static" else "hybrid")
-    # the student's tokenizer is the new one, not the teacher's
-    assert len(loaded.tokenizer) != len(
-        json.loads((tiny_bert / "tokenizer.json").read_text())["model"]["vocab"]
-    )
+    # the export serves the vocabulary the run built (not the teacher's), and Turkish text
+    # reaches the tokens it added
+    from transformers import AutoTokenizer
+
+    built = AutoTokenizer.from_pretrained(str(tmp_path / "work" / "vocab"))
+    assert loaded.tokenizer.get_vocab() == built.get_vocab()
+    teacher_vocab = json.loads((tiny_bert / "tokenizer.json").read_text())["model"]["vocab"]
+    new_tokens = set(loaded.tokenizer.get_vocab()) - set(teacher_vocab)
+    used = {t for text in TR for t in loaded.tokenizer.tokenize(text)}
+    assert used & new_tokens, "Turkish text uses none of the vocabulary's new tokens"
 
 
 def test_transfer_keeps_english_exact_and_reloads(tiny_bert, language_files, tmp_path):
@@ -127,7 +134,6 @@ def test_transfer_keeps_english_exact_and_reloads(tiny_bert, language_files, tmp
     config = language_config(tiny_bert, language_files, "language_transfer")
     config.optimizer.learning_rate = 0.05  # large, so a leak into the teacher's rows would show
     out = train.train_and_evaluate(config, tmp_path / "work")
-    assert out["losses"][2] != out["losses"][1]
     teacher = load_model(tiny_bert)
     student = load_model(tmp_path / "work" / "export")
     rows = teacher.config.vocab_size
@@ -138,6 +144,11 @@ def test_transfer_keeps_english_exact_and_reloads(tiny_bert, language_files, tmp
     trained = np.asarray(out["params"]["table"])
     assert trained.shape == (student.config.vocab_size - rows, 32)
     np.testing.assert_allclose(table[rows:], trained, atol=1e-6)
+    # and they trained: the new rows the Turkish text uses moved from their FVT start
+    start = fvt_rows(student.tokenizer, teacher)[rows:]
+    used = sorted({i for text in TR for i in student.tokenizer(text)["input_ids"] if i >= rows})
+    moved = np.abs(trained - start).max(axis=1)
+    assert used and np.all(moved[np.asarray(used) - rows] > 1e-4), moved[np.asarray(used) - rows]
     # English through the bilingual tokenizer: the same ids, hence exactly the teacher's vectors
     # the export is a Hugging Face directory with its new tokenizer: sentence-transformers
     # reads it as embres does, Turkish included
@@ -158,6 +169,52 @@ def test_transfer_keeps_english_exact_and_reloads(tiny_bert, language_files, tmp
     )
 
 
+def fvt_rows(tokenizer, teacher):
+    """The FVT start of every row of ``tokenizer`` from the teacher's input table."""
+    from embres.objectives import language
+
+    table = np.asarray(teacher.embedding_table(), np.float32)
+    return language.initial_rows("fvt", tokenizer, teacher.tokenizer, table, None)
+
+
+def test_full_student_trains_the_blocks_keeps_english_rows_and_reloads(
+    tiny_bert, language_files, tmp_path
+):
+    from sentence_transformers import SentenceTransformer
+
+    from embres.extract import EmbeddingExtractor
+    from embres.models import load_model
+
+    config = language_config(tiny_bert, language_files, "language_full")
+    out = train.train_and_evaluate(config, tmp_path / "work")
+    teacher = load_model(tiny_bert)
+    student = load_model(tmp_path / "work" / "export")
+    rows = teacher.config.vocab_size
+    table = np.asarray(student.embedding_table())
+    np.testing.assert_array_equal(table[:rows], np.asarray(teacher.embedding_table()))
+    # the blocks trained: the export's transformer weights are the teacher's plus the update
+    delta = out["params"]["delta"]
+    assert max(float(np.abs(np.asarray(x)).max()) for x in jax.tree.leaves(delta)) > 0
+    moved = [
+        float(np.abs(np.asarray(a) - np.asarray(b)).max())
+        for a, b in zip(jax.tree.leaves(student.params), jax.tree.leaves(teacher.params))
+        if np.shape(a) == np.shape(b)
+    ]
+    assert max(moved) > 1e-5
+    # English ids are the teacher's; English vectors now come from the trained blocks
+    english = [EN[0], EN[3]]
+    assert student.tokenizer(english)["input_ids"] == teacher.tokenizer(english)["input_ids"]
+    ours = EmbeddingExtractor(student).extract_embeddings(TR[:3] + english, progress=False)
+    st = SentenceTransformer(str(tmp_path / "work" / "export"), device="cpu")
+    np.testing.assert_allclose(
+        st.encode(TR[:3] + english, normalize_embeddings=False), ours, atol=1e-5
+    )
+    reloaded = EmbeddingExtractor(load_model(tmp_path / "work" / "export"))
+    np.testing.assert_array_equal(
+        reloaded.extract_embeddings(TR[:3] + english, progress=False), ours
+    )
+
+
 def test_sts_finetune_second_stage(tiny_bert, language_files, tmp_path):
     first = language_config(tiny_bert, language_files)
     train.train_and_evaluate(first, tmp_path / "first")
@@ -170,6 +227,20 @@ def test_sts_finetune_second_stage(tiny_bert, language_files, tmp_path):
     assert sorted(out["losses"]) == [1, 2]
     meta = json.loads((tmp_path / "second" / "export" / "embres_static.json").read_text())
     assert meta["objective"] == "sts_finetune" and meta["vocab"] == first.objective.vocab
+    # the second stage starts from the first's rows and moves the ones the pairs use
+    from embres.export import load_static_table, load_student
+
+    before = load_static_table(tmp_path / "first" / "export")
+    after = load_static_table(tmp_path / "second" / "export")
+    trained = np.array(out["params"]["table"])[: len(after)]
+    unk = load_student(tmp_path / "second" / "export").tokenizer.unk_token_id
+    trained[unk] = 0.0  # the one [UNK] rule: served as zero
+    np.testing.assert_allclose(after, trained, atol=2e-3)  # float16 storage
+    tokenizer = load_student(tmp_path / "second" / "export").tokenizer
+    used = sorted(
+        {i for text in TR for i in tokenizer(text, add_special_tokens=False)["input_ids"]}
+    )
+    assert np.abs(after[used] - before[used]).max() > 1e-3
 
 
 def test_cosent_orders_pairs_by_score():
@@ -295,3 +366,26 @@ def test_model_adapter_adds_words_by_the_distillation_rule(tiny_bert, tmp_path):
     pieces = loaded.tokenizer("playings", add_special_tokens=False)["input_ids"]
     (fvt_id,) = loaded.add_words(["playings"])
     np.testing.assert_allclose(loaded.table[fvt_id], loaded.table[pieces].mean(0), atol=2e-3)
+
+
+def test_teacher_init_rows_are_on_the_distilled_rows_scale():
+    """init=teacher: a new token's row is the teacher's vector of its string, unnormalised,
+    as the vocabulary-distilled rows it shares one PCA with (normalised rows mixed unit-length
+    and raw-scale rows before)."""
+    from embres import vocab
+    from embres.extract import EmbeddingExtractor
+    from embres.models import load_model
+    from embres.objectives import cross_lingual
+
+    host = load_model("all-MiniLM-L6-v2")
+    texts = ["guitar music", "guitar player", "the music", "music player"] * 4
+    tokenizer = vocab.train_tokenizer(texts, vocab_size=60, lang="en")
+    config = tiny_config(host.path, "language_static")
+    config.objective.init = "teacher"
+    items = cross_lingual.Items([], [], [], ["en", "tr"], 0.0)
+    table = np.zeros((host.config.vocab_size, host.config.hidden_size), np.float32)
+    rows = cross_lingual.starting_rows(config, host, tokenizer, None, items, table, "static")
+    word = tokenizer.convert_tokens_to_ids("guitar")
+    want = EmbeddingExtractor(host).extract_embeddings(["guitar"], normalize=False, progress=False)
+    np.testing.assert_allclose(rows[word], want[0], rtol=1e-4, atol=1e-5)
+    assert abs(np.linalg.norm(rows[word]) - 1.0) > 0.05  # the teacher's raw scale, not unit

@@ -39,8 +39,12 @@ import numpy as np
 
 from embres.objectives import Plan, common, language, losses, stages
 from embres.objectives.static_distill import matryoshka_dims
-from embres.objectives.students import FullStudent, StaticStudent, TransferStudent
-from embres.objectives.students import transfer_model  # noqa: F401  (sts_finetune reads it here)
+from embres.objectives.students import (
+    FullStudent,
+    StaticStudent,
+    TransferStudent,
+    transfer_model,  # noqa: F401  (sts_finetune reads it here)
+)
 
 NAME = "cross_lingual"
 STUDENTS = {
@@ -230,8 +234,9 @@ def make_student(config, adapter, host, tokenizer, raw):
     if obj.student == "static":
         return StaticStudent.start(adapter, config, tokenizer, raw)
     kept = len(host.tokenizer) if obj.freeze_teacher_rows and obj.vocab == "bilingual" else 0
-    kind = FullStudent if obj.student == "full" else TransferStudent
-    return kind.start(host, tokenizer, raw, kept)
+    if obj.student == "full":
+        return FullStudent.start(host, tokenizer, raw, kept, obj.transformer_lr_scale)
+    return TransferStudent.start(host, tokenizer, raw, kept)
 
 
 def make_loss(config: Any, student: Any, width: int):

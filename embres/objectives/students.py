@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -149,21 +150,44 @@ class TransferStudent:
 
 @dataclasses.dataclass
 class FullStudent(TransferStudent):
-    """The transfer with the teacher's transformer trained too: params ``{"table": new rows,
-    "transformer": the teacher's other weights}`` (its input table stays a frozen array)."""
+    """The transfer with the teacher's transformer trained too.
+
+    The transformer's weights are ``teacher + scale · delta`` with ``delta`` the trained
+    param (starting at zero): under Adam, ``scale`` is the transformer's learning rate
+    relative to the rows', and weight decay pulls the weights back towards the teacher's.
+    Params: ``{"table": new rows, "delta": a tree like the teacher's}``; the teacher's input
+    table is never read (the student's rows are fed as ``inputs_embeds``).
+    """
+
+    scale: float = 0.01
+
+    @classmethod
+    def start(cls, host, tokenizer, raw, kept: int, scale: float = 0.01):
+        return cls(host, tokenizer, *stages.split_rows(raw, kept), scale=scale)
+
+    def _weights(self) -> dict:
+        """The teacher's weights with a one-row stand-in for its (unread) input table."""
+        width = self.host.config.hidden_size
+        return common.replace_table(
+            self.host.params, self.host.table_path, np.zeros((1, width), np.float32)
+        )
 
     def start_params(self) -> dict:
         """The whole params the trainer starts from (``Plan.init_params``)."""
-        weights = common.replace_table(self.host.params, self.host.table_path, np.zeros((0,)))
-        return {"table": self.rows, "transformer": weights}
+        delta = jax.tree.map(lambda w: np.zeros(w.shape, np.float32), self._weights())
+        return {"table": self.rows, "delta": delta}
 
     def frozen(self) -> dict:
-        return {"base_rows": self.kept}
+        return {"teacher": self._weights(), "base_rows": self.kept}
 
     def transformer(self, params, frozen):
-        return params["transformer"]
+        scale = self.scale
+        return jax.tree.map(lambda w, d: w + scale * d, frozen["teacher"], params["delta"])
 
     def served_model(self, params):
-        return transfer_model(
-            self.host, self.tokenizer, self.served_table(params), params["transformer"]
+        weights = jax.tree.map(
+            lambda w, d: np.asarray(w, np.float32) + self.scale * np.asarray(d, np.float32),
+            self._weights(),
+            params["delta"],
         )
+        return transfer_model(self.host, self.tokenizer, self.served_table(params), weights)
