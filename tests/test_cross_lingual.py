@@ -197,7 +197,9 @@ def test_full_student_trains_the_blocks_keeps_english_rows_and_reloads(
     assert max(float(np.abs(np.asarray(x)).max()) for x in jax.tree.leaves(delta)) > 0
     moved = [
         float(np.abs(np.asarray(a) - np.asarray(b)).max())
-        for a, b in zip(jax.tree.leaves(student.params), jax.tree.leaves(teacher.params))
+        for a, b in zip(
+            jax.tree.leaves(student.params), jax.tree.leaves(teacher.params), strict=True
+        )
         if np.shape(a) == np.shape(b)
     ]
     assert max(moved) > 1e-5
