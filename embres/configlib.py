@@ -217,7 +217,10 @@ def cross_lingual_training(
     """
     c.objective = section()
     c.objective.kind = "cross_lingual"
-    c.objective.student = student  # "static" (static/projection/hybrid) or "transfer" (table)
+    # "static" (static/projection/hybrid), "transfer" or "full" (table), or "contextual" (an
+    # English contextual export, init_from, carried to the language)
+    c.objective.student = student
+    c.objective.init_from = ""  # contextual: a configs/hybrid.py workdir or its export/
     c.objective.lang = lang
     # teacher | target | bilingual | trimmed; or a prepared tokenizer dir in .tokenizer
     c.objective.vocab = "target"

@@ -391,3 +391,46 @@ def test_teacher_init_rows_are_on_the_distilled_rows_scale():
     want = EmbeddingExtractor(host).extract_embeddings(["guitar"], normalize=False, progress=False)
     np.testing.assert_allclose(rows[word], want[0], rtol=1e-4, atol=1e-5)
     assert abs(np.linalg.norm(rows[word]) - 1.0) > 0.05  # the teacher's raw scale, not unit
+
+
+def test_contextual_student_carries_an_english_hybrid_and_reloads(
+    tiny_bert, language_files, tmp_path
+):
+    from embres import configlib
+    from embres.export import load_student
+    from embres.static import AdapterEmbedder
+
+    english = tmp_path / "en.txt"
+    english.write_text("\n".join(EN * 6) + "\n", encoding="utf-8")
+    first = tiny_config(tiny_bert, "hybrid", total_steps=2)
+    first.data.source = f"text:{english}"
+    first.data.heldout = 4
+    first.export = True
+    configlib.apply_overrides(first, {"adapter.max_positions": 16})
+    train.train_and_evaluate(first, tmp_path / "english")
+    config = language_config(
+        tiny_bert,
+        language_files,
+        "language_hybrid",
+        **{"objective.init_from": str(tmp_path / "english")},
+    )
+    config.adapter.max_positions = 16
+    out = train.train_and_evaluate(config, tmp_path / "work")
+    assert sorted(out["losses"]) == [1, 2] and np.isfinite(list(out["losses"].values())).all()
+    start = load_student(tmp_path / "english")
+    loaded = load_student(tmp_path / "work")
+    assert loaded.kind == start.kind == "transfer"
+    # the teacher's tokens keep their ids (bilingual) and the vocabulary grew
+    teacher_vocab = start.tokenizer.get_vocab()
+    assert all(loaded.tokenizer.get_vocab()[t] == i for t, i in teacher_vocab.items())
+    assert len(loaded.tokenizer) > len(start.tokenizer)
+    # every param trained (rows and blocks), and the export serves exactly the trained params
+    moved = {
+        k
+        for k in start.params
+        if np.abs(loaded.params[k][: len(start.params[k])] - start.params[k]).max() > 0
+    }
+    assert "table" in moved and len(moved) > 1, moved
+    served = {k: np.asarray(v) for k, v in out["params"].items()}
+    direct = AdapterEmbedder(loaded.adapter, served, loaded.tokenizer).encode(TR[:3] + EN[:2])
+    np.testing.assert_allclose(loaded.encode(TR[:3] + EN[:2]), direct, atol=1e-6)

@@ -40,6 +40,7 @@ import numpy as np
 from embres.objectives import Plan, common, language, losses, stages
 from embres.objectives.static_distill import matryoshka_dims
 from embres.objectives.students import (
+    ContextualStudent,
     FullStudent,
     StaticStudent,
     TransferStudent,
@@ -51,8 +52,10 @@ STUDENTS = {
     "static": ("static", "projection", "hybrid"),
     "transfer": ("table",),
     "full": ("table",),
+    # an English contextual export (config.objective.init_from) carried to the new language
+    "contextual": ("transfer", "conv_transfer", "attention", "hybrid"),
 }
-ADAPTERS = STUDENTS["static"] + STUDENTS["transfer"]
+ADAPTERS = tuple(dict.fromkeys(a for names in STUDENTS.values() for a in names))
 IN_INPUT_SPACE = ("transfer", "full")  # students whose rows feed the transformer
 
 
@@ -75,6 +78,8 @@ def check(config: Any, model: Any, adapter: Any) -> None:
     for key, choices in (("vocab", language.VOCABS), ("init", language.INITS)):
         if obj[key] not in choices:
             raise ValueError(f"config.objective.{key}={obj[key]!r}; expected one of {choices}")
+    if obj.student == "contextual":
+        _check_english_student(config)
     if obj.student in IN_INPUT_SPACE and obj.init == "teacher":
         raise ValueError(
             "config.objective.init='teacher' gives rows in the teacher's output space, but the "
@@ -99,6 +104,38 @@ def check(config: Any, model: Any, adapter: Any) -> None:
         raise FileNotFoundError(f"config.objective.dictionary={obj.dictionary!r} does not exist")
     language.text_files(obj.vocab_text)
     common.check_sizes(config, model)
+
+
+def _check_english_student(config: Any) -> None:
+    """``init_from`` holds a contextual export of ``config.adapter.type``; rows by fvt/random."""
+    import json
+
+    obj = config.objective
+    path = english_export_dir(obj.init_from)
+    meta = path / "embres_static.json"
+    if not obj.init_from or not (path / "adapter.safetensors").is_file() or not meta.is_file():
+        raise ValueError(
+            f"config.objective.init_from={obj.init_from!r}: the 'contextual' student starts from "
+            "a trained contextual export (a configs/hybrid.py workdir or its export/ folder, "
+            "holding adapter.safetensors and embres_static.json)"
+        )
+    saved = json.loads(meta.read_text()).get("adapter")
+    if saved != config.adapter.type:
+        raise ValueError(
+            f"config.objective.init_from={obj.init_from!r} is a student of adapter {saved!r}; "
+            f"config.adapter.type={config.adapter.type!r} must name it"
+        )
+    if obj.init not in ("fvt", "random"):
+        raise ValueError(
+            f"config.objective.init={obj.init!r}: the 'contextual' student's rows feed its own "
+            "blocks, so only 'fvt' (the mean of its rows of a token's pieces) or 'random' apply"
+        )
+
+
+def english_export_dir(init_from: str) -> Path:
+    """``init_from``, or the ``export/`` folder of the workdir it names."""
+    path = Path(str(init_from or "")).expanduser()
+    return path / "export" if (path / "export").is_dir() else path
 
 
 def training_sources(config: Any) -> dict[str, str]:
@@ -173,8 +210,9 @@ def student_vocabulary(
     return result if process_index == 0 else build(quiet=True)
 
 
-def teacher_targets(config, host, texts: list[str], directory: Path, log) -> np.ndarray:
-    """The teacher's vectors of ``texts``, computed once into ``directory``."""
+def teacher_targets(config, host, texts: list[str], directory: Path, log, english=None):
+    """The teacher's vectors of ``texts`` (or, for a contextual student, the English
+    student's own: ``english``), computed once into ``directory``."""
     key = {
         "teacher": str(host.path),
         "pooling": host.pooling,
@@ -183,14 +221,21 @@ def teacher_targets(config, host, texts: list[str], directory: Path, log) -> np.
         "items": stages.digest("\n".join(texts)),
     }
     compute = lambda: stages.extractor_fn(host, config.eval.batch_size)(texts)  # noqa: E731
+    if english is not None:
+        key = {"english_student": str(english.path.resolve()), "items": key["items"]}
+        key["weights"] = stages.file_digest(english.path / "adapter.safetensors")
+        compute = lambda: english.encode(texts)  # noqa: E731
     what = f"teacher: embedding {len(texts):,} source-language texts"
     targets = stages.cached_array(directory, "teacher_targets", key, compute, log, what)
     return targets, key
 
 
-def source_table(config, host, directory: Path, student: str, log) -> np.ndarray:
-    """The table new rows are transferred from: the teacher's input table (input-space
-    students), else its vocabulary distillation (shared by every run using ``directory``)."""
+def source_table(config, host, directory: Path, student: str, log, english=None) -> np.ndarray:
+    """The table new rows are transferred from: the English student's own rows (contextual),
+    the teacher's input table (input-space students), else its vocabulary distillation
+    (shared by every run using ``directory``)."""
+    if english is not None:
+        return np.asarray(english.params["table"], np.float32)
     if student in IN_INPUT_SPACE:
         return np.asarray(host.embedding_table(), np.float32)
     from embres.distill import teacher_token_rows
@@ -209,7 +254,7 @@ def starting_rows(config, host, tokenizer, kept_ids, items: Items, table, studen
     """
     obj = config.objective
     embed_fn = None
-    if student not in IN_INPUT_SPACE:
+    if student == "static":
         embed_fn = stages.extractor_fn(host, config.eval.batch_size, normalize=False)
     dictionary = None
     if obj.dictionary:
@@ -228,15 +273,26 @@ def starting_rows(config, host, tokenizer, kept_ids, items: Items, table, studen
     )
 
 
-def make_student(config, adapter, host, tokenizer, raw):
+def make_student(config, adapter, host, tokenizer, raw, english=None):
     """The student of ``config.objective.student`` starting from ``raw`` rows."""
     obj = config.objective
     if obj.student == "static":
         return StaticStudent.start(adapter, config, tokenizer, raw)
+    if obj.student == "contextual":
+        return ContextualStudent.start(adapter, tokenizer, english.params, raw)
     kept = len(host.tokenizer) if obj.freeze_teacher_rows and obj.vocab == "bilingual" else 0
     if obj.student == "full":
         return FullStudent.start(host, tokenizer, raw, kept, obj.transformer_lr_scale)
     return TransferStudent.start(host, tokenizer, raw, kept)
+
+
+def english_student(config: Any):
+    """The English contextual export a ``contextual`` student extends (else None)."""
+    if config.objective.student != "contextual":
+        return None
+    from embres.export import load_student
+
+    return load_student(english_export_dir(config.objective.init_from))
 
 
 def make_loss(config: Any, student: Any, width: int):
@@ -330,13 +386,15 @@ def prepare(
     host, obj = common.host_model(model), config.objective
     directory = stages.cache_dir(config, workdir, "cache")
     items = read_items(config, log)
+    english = english_student(config)
     tokenizer, kept_ids = student_vocabulary(
         config, host, items, workdir, process_index, process_count, log
     )
-    targets, targets_key = teacher_targets(config, host, [s for s, _ in items.all], directory, log)
-    table = source_table(config, host, directory, obj.student, log)
+    sources = [s for s, _ in items.all]
+    targets, targets_key = teacher_targets(config, host, sources, directory, log, english)
+    table = source_table(config, host, directory, obj.student, log, english)
     raw = starting_rows(config, host, tokenizer, kept_ids, items, table, obj.student)
-    student = make_student(config, adapter, host, tokenizer, raw)
+    student = make_student(config, adapter, host, tokenizer, raw, english)
     batch_size, meta = config.eval.batch_size, export_meta(config, host, student)
     return Plan(
         init_table=student.trained_rows(),

@@ -319,3 +319,12 @@ def cached_array(directory: Path, name: str, key: Any, compute, log, what: str =
     with atomic_path(path) as partial:
         np.save(partial, array)
     return array
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (what a cache built from it depends on)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()

@@ -191,3 +191,59 @@ class FullStudent(TransferStudent):
             params["delta"],
         )
         return transfer_model(self.host, self.tokenizer, self.served_table(params), weights)
+
+
+@dataclasses.dataclass
+class ContextualStudent:
+    """A trained English contextual student (e.g. the two-block hybrid of
+    ``configs/hybrid.py``) carried to a new vocabulary: its rows for the new tokens start by
+    FVT over its own rows, and every param trains so that student(new language) and
+    student(English) land where the English student puts the English side (its own vectors
+    are the targets: the English model being extended is the teacher of this stage)."""
+
+    adapter: Any
+    tokenizer: Any
+    params: dict  # the English student's params, "table" replaced by the new vocabulary's
+    add_special_tokens = False  # served contextual students read the text's own tokens
+
+    @classmethod
+    def start(cls, adapter, tokenizer, english_params: dict, raw: np.ndarray):
+        params = {k: np.asarray(v, np.float32) for k, v in english_params.items()}
+        return cls(adapter, tokenizer, {**params, "table": np.asarray(raw, np.float32)})
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.params["table"])
+
+    def trained_rows(self) -> np.ndarray:
+        return self.params["table"]
+
+    def start_params(self) -> dict:
+        return self.params
+
+    def targets(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors
+
+    def frozen(self) -> dict:
+        return {"content": common.content_mask(self.tokenizer, self.vocab_size)}
+
+    def embed(self, params, frozen, ids, mask):
+        mask = mask * frozen["content"][ids].astype(mask.dtype)
+        if hasattr(self.adapter, "apply_pooled"):
+            return self.adapter.apply_pooled(params, None, ids, mask)
+        return pooling_lib.pool(self.adapter.apply(params, None, ids, mask), mask, "mean")
+
+    def served_params(self, params) -> dict:
+        served = {k: np.asarray(v, np.float32) for k, v in params.items()}
+        return {**served, "table": served["table"][: self.vocab_size]}
+
+    def student(self, params, batch_size: int):
+        size = self.adapter.table_bytes(params, self.params["table"].shape)
+        return stages.contextual_student(
+            self.adapter, self.served_params(params), self.tokenizer, size
+        )
+
+    def export(self, params, directory, meta: dict):
+        unk = self.tokenizer.unk_token_id
+        served = self.served_params(params)
+        return stages.export_contextual_student(served, self.tokenizer, unk, directory, meta)
