@@ -31,9 +31,9 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from embres import linalg, tokenize
+from embres import linalg
 from embres import pooling as pooling_lib
-from embres.objectives import Plan, common, losses, static_distill
+from embres.objectives import Plan, common, losses, stages
 
 NAME = "token_distill"
 ADAPTERS = ("static", "hybrid", "attention", "transfer", "conv_transfer")
@@ -49,9 +49,9 @@ def row_layer(config: Any, model: Any, adapter: Any) -> int:
     teacher's blocks over (``L - layers``), else the last layer.
     """
     n = model.config.num_layers
-    layer = config.objective.get("row_layer", "auto")
+    layer = config.objective.row_layer
     if layer == "auto":
-        layer = n - config.adapter.get("layers", 1) if hasattr(adapter, "from_teacher") else n
+        layer = n - config.adapter.layers if hasattr(adapter, "from_teacher") else n
     return int(layer) % (n + 1)
 
 
@@ -67,9 +67,8 @@ def check(config: Any, model: Any, adapter: Any) -> None:
             "it needs token vectors in the basis of the teacher's hidden space",
             ADAPTERS,
         )
-    shape = (model.config.vocab_size, model.config.hidden_size)
-    adapter.check_config(config.adapter, shape)
-    width = int(adapter.output_dim(config.adapter, shape))
+    adapter.check_config(config.adapter, (model.config.vocab_size, model.config.hidden_size))
+    width = target_width(config, model, adapter)
     if width > model.config.hidden_size:
         raise ValueError(
             f"config.adapter.target_dim={width}; expected at most the teacher's width "
@@ -79,7 +78,7 @@ def check(config: Any, model: Any, adapter: Any) -> None:
         adapter.resolve_sizes(copy.deepcopy(config.adapter), model.config)
     obj = config.objective
     n = model.config.num_layers
-    layer = obj.get("row_layer", "auto")
+    layer = obj.row_layer
     if layer != "auto" and not (isinstance(layer, int) and -(n + 1) <= layer <= n):
         raise ValueError(
             f"config.objective.row_layer={layer!r}; expected 'auto' or an int in -{n + 1}..{n}"
@@ -91,13 +90,13 @@ def check(config: Any, model: Any, adapter: Any) -> None:
         ("row_init", ROW_INITS),
         ("row_pooling", ("mean", "token")),
     ):
-        if key in obj and obj[key] not in allowed:
+        if obj[key] not in allowed:
             raise ValueError(f"config.objective.{key}={obj[key]!r}; expected one of {allowed}")
     for key in ("token_weight", "mid_weight", "row_prior"):
-        value = obj.get(key, 0.0)
+        value = obj[key]
         if not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"config.objective.{key}={value!r}; expected a number >= 0")
-    if obj.get("mid_weight", 0.0) and not hasattr(adapter, "apply_states"):
+    if obj.mid_weight and not hasattr(adapter, "apply_states"):
         raise ValueError(
             f"config.objective.mid_weight={obj.mid_weight}: adapter {kind!r} exposes no "
             "middle states (no apply_states); set it to 0"
@@ -128,15 +127,148 @@ def teacher_basis(sample: dict, layers: tuple[int, ...], width: int):
     return offset.astype(np.float32), basis.astype(np.float32)
 
 
-def vocabulary_rows(host: Any, layer: int, pooling: str, basis: np.ndarray) -> np.ndarray:
-    """The teacher's vocabulary rows at ``layer`` in the basis, float32 [V, width]
-    (placeholders and specials get the mean row)."""
-    from embres.distill import teacher_token_rows
+def target_width(config: Any, model: Any, adapter: Any) -> int:
+    """The width of the student's vectors (the basis's)."""
+    shape = (model.config.vocab_size, model.config.hidden_size)
+    return int(adapter.output_dim(config.adapter, shape))
 
-    raw = teacher_token_rows(host, layer=layer, pooling=pooling)
-    usable = tokenize.usable_token_mask(host.tokenizer, host.config.vocab_size)
-    raw[~usable] = raw[usable].mean(0)
-    return (raw @ basis).astype(np.float32)
+
+def cached_layers(config: Any, start: int, last: int) -> tuple[int, ...]:
+    """The hidden-state indices the token cache stores: the last, and the rows' layer where
+    the loss (``mid_weight``) or the rows (``row_init="corpus"``) read it."""
+    obj = config.objective
+    need_start = obj.mid_weight > 0 or obj.row_init == "corpus"
+    return tuple(sorted({last, start} if need_start else {last}))
+
+
+def basis_facts(config: Any, host: Any, corpus_key: dict, start: int, width: int) -> dict:
+    """What the basis, the rows and the cached states are computed from, exactly: stored in
+    the checkpoint so a resume checks its inputs, never a float result (a PCA on another
+    backend rounds differently)."""
+    return {
+        "teacher": str(host.path),
+        "dtype": str(config.dtype),
+        "heldout": int(config.data.heldout),
+        "corpus": corpus_key,
+        "row_layer": start,
+        "basis_layers": sorted({start, host.config.num_layers}),
+        "width": width,
+        "basis_sentences": int(config.objective.basis_sentences),
+        "row_pooling": config.objective.row_pooling,
+    }
+
+
+def fitted_basis(config: Any, host: Any, corpus_rows, start: int, width: int):
+    """(offset, basis, the sample of teacher states, the corpus rows again): the basis is
+    fitted on the first ``basis_sentences`` training rows (cached later like the rest)."""
+    from embres.data import token_cache
+
+    last = host.config.num_layers
+    first = list(itertools.islice(corpus_rows, int(config.objective.basis_sentences)))
+    sample = token_cache.sample_states(host, first, range(start, last + 1))
+    offset, basis = teacher_basis(sample, tuple(sorted({start, last})), width)
+    return offset, basis, sample, itertools.chain(first, corpus_rows)
+
+
+def token_state_source(config, host, workdir, corpus, basis, layers, process_index, process_count):
+    """(source of the cached teacher token states in the basis, the cache's folder): the
+    teacher runs over each training sentence once, on process 0, never inside the step.
+
+    ``corpus`` is (facts of the basis's inputs, held-out texts, token-id rows); the cache is
+    keyed by those facts and the basis itself (a cache holds states in one basis).
+    """
+    from embres.data import token_cache
+
+    facts, held, rows = corpus
+    key = {**facts, "basis_sha256": hashlib.sha256(basis.tobytes()).hexdigest()}
+    directory = stages.cache_dir(config, workdir, "token_cache")
+    build = lambda: token_cache.build_token_cache(  # noqa: E731
+        host,
+        rows,
+        directory,
+        max_length=config.data.max_length,
+        key=key,
+        heldout_texts=held,
+        mean=np.zeros(basis.shape[0], np.float32),
+        basis=basis,
+        layers=layers,
+    )
+    stages.on_process_0(build, process_index, process_count, "token_cache")
+    source = token_cache.TokenCacheSource(
+        directory,
+        batch_size=config.batch_size // process_count,
+        seed=config.seed,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    return source, directory
+
+
+def initial_rows(config: Any, host: Any, start: int, basis: np.ndarray, cache: Path):
+    """The student's rows in the basis, float32 [V, width]: each token through the teacher
+    on its own at the rows' layer, or (``row_init="corpus"``) its mean state over the
+    cached corpus, pulled towards that row when rare."""
+    from embres.data import token_cache
+
+    obj = config.objective
+    rows = stages.vocabulary_rows(host, start, obj.row_pooling) @ basis
+    if obj.row_init == "corpus":
+        rows = token_cache.corpus_rows(cache, start, rows, obj.row_prior)
+    return rows
+
+
+def frozen_arrays(config, host, adapter, offset, basis, sample) -> dict:
+    """What the loss reads but never trains: the pooled tokens (``content``), the carried-over
+    teacher blocks (``base``), the basis for sentence targets (``projection``)."""
+    frozen: dict[str, Any] = {
+        "content": common.content_mask(host.tokenizer, host.config.vocab_size)
+    }
+    if hasattr(adapter, "from_teacher"):  # weights carried over: frozen, updates trained
+        frozen["base"] = adapter.from_teacher(host, offset, basis, config.adapter, sample)
+    if config.objective.pooled_target == "sentence":
+        frozen["projection"] = basis
+    return frozen
+
+
+def student_fn(adapter: Any, host: Any, rows: np.ndarray, base: Any, basis: np.ndarray):
+    """``student(params)``: the served table, or the adapter over its merged params."""
+    tokenizer, vocab_size = host.tokenizer, host.config.vocab_size
+    unk = tokenizer.unk_token_id
+
+    def student(params):
+        table = stages.served_table(adapter, params, rows, unk, vocab_size)
+        if table is None:
+            served = stages.contextual_params(adapter, params, vocab_size, base)
+            size = adapter.table_bytes(served, rows.shape)
+            out = stages.contextual_student(adapter, served, tokenizer, size)
+        else:
+            size = adapter.table_bytes(params, rows.shape)
+            out = stages.static_student(table, tokenizer, params, size)
+        # fidelity in the student's space: the teacher's vectors in the basis
+        return stages.with_fidelity(out, lambda vectors: vectors @ basis)
+
+    return student
+
+
+def export_fn(config: Any, adapter: Any, host: Any, rows: np.ndarray, base: Any):
+    """``export(params, directory)``: one export per student kind."""
+    tokenizer, vocab_size = host.tokenizer, host.config.vocab_size
+    unk = tokenizer.unk_token_id
+    meta = {
+        "source_model": config.model,
+        "target_dim": int(rows.shape[1]),
+        "adapter": config.adapter.type,
+        "objective": NAME,
+    }
+
+    def export(params, directory):
+        table = stages.served_table(adapter, params, rows, unk, vocab_size)
+        if table is None:
+            served = stages.contextual_params(adapter, params, vocab_size, base)
+            return stages.export_contextual_student(served, tokenizer, unk, directory, meta)
+        return stages.export_static_student(table, tokenizer, directory, meta)
+
+    return export
 
 
 def prepare(
@@ -148,147 +280,51 @@ def prepare(
     process_index: int = 0,
     process_count: int = 1,
 ) -> Plan:
-    """Vocabulary rows and their basis, the token-state cache, the transferred blocks."""
-    from embres.data import token_cache
-    from embres.export import export_static
-
+    """The basis, the token-state cache, the rows in the basis, the transferred blocks."""
     host = common.host_model(model)
-    obj, n = config.objective, host.config.num_layers
-    width = int(
-        adapter.output_dim(config.adapter, (host.config.vocab_size, host.config.hidden_size))
+    width, start = target_width(config, host, adapter), row_layer(config, host, adapter)
+    corpus_key, held, corpus_rows = stages.training_corpus(config, host)
+    offset, basis, sample, corpus_rows = fitted_basis(config, host, corpus_rows, start, width)
+    facts = basis_facts(config, host, corpus_key, start, width)
+    layers = cached_layers(config, start, host.config.num_layers)
+    corpus = (facts, held, corpus_rows)
+    source, cache = token_state_source(
+        config, host, workdir, corpus, basis, layers, process_index, process_count
     )
-    start = row_layer(config, host, adapter)
-    corpus_key, held, corpus_rows = static_distill.training_corpus(config, host)
-    limit = int(config.data.get("cache_rows", 0) or 0)  # 0: the whole corpus
-    if limit:
-        corpus_rows = itertools.islice(corpus_rows, limit)
-    # The basis: principal axes of the teacher's own states, at the rows' layer and the
-    # last, on the first training sentences (which are then cached like the rest).
-    first = list(itertools.islice(corpus_rows, int(obj.get("basis_sentences", 1024))))
-    corpus_rows = itertools.chain(first, corpus_rows)
-    sample = token_cache.sample_states(host, first, range(start, n + 1))
-    offset, basis = teacher_basis(sample, tuple(sorted({start, n})), width)
-    rows = vocabulary_rows(host, start, obj.get("row_pooling", "mean"), basis)
-    basis_hash = hashlib.sha256(basis.tobytes() + offset.tobytes()).hexdigest()
-    need_mid = obj.get("mid_weight", 0.0) > 0 or obj.get("row_init", "vocab") == "corpus"
-    layers = tuple(sorted({n, start} if need_mid else {n}))
-    key = {
-        "teacher": str(host.path),
-        "dtype": str(config.dtype),
-        "heldout": int(config.data.heldout),
-        "corpus": corpus_key,
-        "basis_sha256": basis_hash,
-    }
-    if limit:  # (absent when 0, so caches of the whole corpus built before it still match)
-        key["rows"] = limit
-    cache_dir = Path(config.data.get("cache_dir") or (Path(workdir) / "token_cache"))
-    if process_index == 0:
-        token_cache.build_token_cache(
-            host,
-            corpus_rows,
-            cache_dir,
-            max_length=config.data.max_length,
-            key=key,
-            heldout_texts=held,
-            mean=np.zeros_like(offset),
-            basis=basis,
-            layers=layers,
-        )
-    if process_count > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("embres_token_cache_built")
-    source = token_cache.TokenCacheSource(
-        cache_dir,
-        batch_size=config.batch_size // process_count,
-        seed=config.seed,
-        process_index=process_index,
-        process_count=process_count,
-    )
-    if obj.get("row_init", "vocab") == "corpus":
-        rows = token_cache.corpus_rows(cache_dir, start, rows, obj.get("row_prior", 1.0))
-
-    frozen: dict[str, Any] = {
-        "content": common.content_mask(host.tokenizer, host.config.vocab_size)
-    }
-    if hasattr(adapter, "from_teacher"):  # weights carried over: frozen, updates trained
-        frozen["base"] = adapter.from_teacher(host, offset, basis, config.adapter, sample)
+    rows = initial_rows(config, host, start, basis, cache)
+    frozen = frozen_arrays(config, host, adapter, offset, basis, sample)
     del sample  # whole hidden states: free them before training
-    if obj.get("pooled_target", "tokens") == "sentence":
-        frozen["projection"] = basis
-    loss = _loss_fn(config, adapter, n, start)
-    unk = host.tokenizer.unk_token_id
-
-    def served(params):
-        """(plain table or None, the params a served contextual student holds)."""
-        params = {k: np.asarray(v, np.float32) for k, v in params.items()}
-        if hasattr(adapter, "merge"):
-            params = adapter.merge(params, frozen.get("base"))
-        table = adapter.materialize(params, rows)
-        return (None if table is None else common.unk_zeroed(table, unk)), params
-
-    def student(params):
-        table, merged = served(params)
-        fidelity_map = lambda vectors: vectors @ basis  # noqa: E731
-        return common.served_student(
-            adapter, merged, table, host.tokenizer, rows.shape, fidelity_map
-        )
-
-    def export(params, directory):
-        table, merged = served(params)
-        meta = {
-            "source_model": config.model,
-            "target_dim": width,
-            "adapter": config.adapter.type,
-            "objective": NAME,
-        }
-        if table is not None:
-            return export_static(table, host.tokenizer, directory, meta=meta)
-        return export_static(
-            np.asarray(merged["table"]),
-            host.tokenizer,
-            directory,
-            meta=meta,
-            adapter_params=merged,
-        )
-
+    base = frozen.get("base")  # (absent for an adapter that carries no teacher block over)
     return Plan(
         init_table=rows,
         init_weights=None,  # the rows stand for token states: no SIF scaling
         frozen=frozen,
         source=source,
-        loss=loss,
-        in_batch=obj.get("loss", "cosine") in losses.IN_BATCH_LOSSES,
-        meta={
-            "objective": NAME,
-            "basis_sha256": basis_hash,
-            "cache_key": key,
-            "layers": list(layers),
-        },
-        student=student,
-        teacher=lambda: common.teacher(host, config.eval.batch_size),
-        export=export,
+        loss=make_loss(config, adapter, host.config.num_layers, start),
+        in_batch=config.objective.loss in losses.IN_BATCH_LOSSES,
+        meta={"objective": NAME, "basis": facts, "layers": list(layers)},
+        student=student_fn(adapter, host, rows, base, basis),
+        teacher=lambda: stages.teacher_embedder(host, config.eval.batch_size),
+        export=export_fn(config, adapter, host, rows, base),
     )
 
 
-def _loss_fn(config: Any, adapter: Any, last: int, start: int):
+def make_loss(config: Any, adapter: Any, last: int, start: int):
     """The pure loss: pooled vector + token states (+ the context module's input)."""
     obj = config.objective
-    kind, temperature = obj.get("loss", "cosine"), obj.get("temperature", 0.05)
-    token_kind = obj.get("token_loss", "mse")
-    token_weight, mid_weight = obj.get("token_weight", 1.0), obj.get("mid_weight", 0.0)
-    pooled_target = obj.get("pooled_target", "tokens")
+    kind, temperature, token_kind = obj.loss, obj.temperature, obj.token_loss
+    token_weight, mid_weight, pooled_target = obj.token_weight, obj.mid_weight, obj.pooled_target
     states_fn = getattr(adapter, "apply_states", None)
 
     def loss(params, batch, frozen, rng):
         del rng  # deterministic
         ids = batch["ids"]
         mask = batch["mask"] * frozen["content"][ids].astype(batch["mask"].dtype)
-        table = frozen.get("base")
+        carried = frozen.get("base")  # the carried-over blocks, when the adapter has them
         if states_fn is not None:
-            tokens, inner = states_fn(params, table, ids, mask)
+            tokens, inner = states_fn(params, carried, ids, mask)
         else:
-            tokens, inner = adapter.apply(params, table, ids, mask), {}
+            tokens, inner = adapter.apply(params, carried, ids, mask), {}
         teacher_tokens = batch[f"states_{last}"].astype(jnp.float32)
         student = pooling_lib.pool(tokens, mask, "mean")
         if pooled_target == "tokens":
