@@ -251,7 +251,11 @@ def cross_lingual_training(
     c.data.cache_dir = ""
     c.evals = ml_collections.ConfigDict()
     c.evals.sts = section(task="sts", datasets=f"stsb_{lang},stsb,sick", split="dev", every_steps=0)
-    c.evals.bitext = section(task="bitext", every_steps=0)
+    c.evals.bitext = section(task="bitext", every_steps=0)  # STS-B dev <-> STSb-TR dev
+    # NTREX news, professionally translated: a clean bitext dev set (never trained on)
+    c.evals.ntrex = section(
+        task="bitext", dataset=f"pairs:parallel/en_{lang}_ntrex.tsv", every_steps=0
+    )
     # max_train: fit the probe on fewer reviews (a transformer student embeds all 8,511)
     c.evals.probe = section(task="probe", every_steps=0, max_train=placeholder(int))
     return c
