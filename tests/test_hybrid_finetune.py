@@ -1,5 +1,6 @@
-"""The second stage of a contextual student: its STS train pairs (``scored:``), the tokens it
-is trained on (as served), and ``configs/hybrid.py:finetune=DIR`` end to end."""
+"""The second stage (``sts_finetune``): a contextual student's STS train pairs (``scored:``),
+the tokens it is trained on (as served), ``configs/hybrid.py:finetune=DIR`` end to end, and a
+transfer's teacher rows kept exact."""
 
 from __future__ import annotations
 
@@ -176,3 +177,36 @@ def test_finetune_refuses_an_adapter_other_than_the_exports(first_stage):
     config.adapter.type = "attention"
     with pytest.raises(ValueError, match=r"contextual student of adapter 'transfer'.*'attention'"):
         sts_finetune.check(config, load_model(str(model_dir)), adapters.get("attention"))
+
+
+def test_transfer_finetune_keeps_the_teacher_rows_bit_identical_under_weight_decay(
+    tiny_models, tmp_path
+):
+    """The kept teacher rows of a transfer are a frozen array, not AdamW parameters: weight
+    decay moves every trained row and none of the kept ones (it moved them all before)."""
+    from embres.export import export_transfer
+    from embres.models import load_model
+    from embres.train import train_and_evaluate
+    from tests._train_utils import tiny_config
+
+    model_dir = tiny_models("bert")
+    first, kept = tmp_path / "first", 20  # the specials and the first 15 words
+    export_transfer(load_model(str(model_dir)), {"teacher_rows": kept}, first)
+    rng = np.random.default_rng(0)
+    words = sorted(WORDS)
+    lines = [
+        f"{' '.join(rng.choice(words, 5))}\t{' '.join(rng.choice(words, 5))}\t{rng.uniform(0, 5)}"
+        for _ in range(32)
+    ]
+    pairs = tmp_path / "scored.tsv"
+    pairs.write_text("sentence1\tsentence2\tscore\n" + "\n".join(lines) + "\n")
+    config = tiny_config(model_dir, "language_finetune", total_steps=3, export=True)
+    config.objective.init_from = str(first)
+    config.data.source = f"pairs:{pairs}"
+    config.optimizer.weight_decay = 0.1
+    train_and_evaluate(config, tmp_path / "second")
+
+    before = np.asarray(load_model(str(first)).embedding_table())
+    after = np.asarray(load_model(str(tmp_path / "second" / "export")).embedding_table())
+    np.testing.assert_array_equal(after[:kept], before[:kept])
+    assert (np.abs(after[kept:] - before[kept:]).max(axis=1) > 0).all()  # every other row moved

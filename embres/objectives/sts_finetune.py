@@ -8,7 +8,8 @@ CoSENT (order of the scores, in-batch) or cosine-MSE (``cos - score / max_score`
 * An embres static export, or the Hugging Face directory of an embedding-layer transfer:
   its rows are trained and keep their width and space (adapter ``table``); a transfer's
   transformer stays frozen, and so do the teacher's own rows of a bilingual vocabulary
-  (``freeze_teacher_rows``), so English input still gives the teacher's vectors.
+  (``freeze_teacher_rows``: a frozen array, never parameters, so neither the gradient nor
+  weight decay moves them), so English input still gives the teacher's vectors.
 * A contextual (hybrid) export: every param of its adapter is trained from where the first
   stage left it (``config.adapter.type`` must name the export's adapter; its sizes are the
   export's). Pairs are pooled as served: the tokenizer's template ([CLS]/[SEP]) is taken out
@@ -20,6 +21,7 @@ Never point this at a dev split: dev is where the numbers come from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from embres import pooling as pooling_lib
-from embres.objectives import Plan, common, losses
+from embres.objectives import Plan, common, losses, stages
+from embres.objectives.students import TransferStudent
 
 NAME = "sts_finetune"
 ADAPTERS = ("table",)  # of static tables and embedding-layer transfers
@@ -59,7 +62,7 @@ def _export_dir(init_from: str) -> Path:
 
 
 def _init_dir(config: Any) -> Path:
-    raw = config.objective.get("init_from", "")
+    raw = config.objective.init_from
     if not raw:
         raise ValueError(
             "config.objective.init_from is empty; expected the export/ folder of a trained "
@@ -99,7 +102,7 @@ def check(config: Any, model: Any, adapter: Any) -> None:
             ADAPTERS,
         )
     obj = config.objective
-    if obj.get("loss", "cosent") not in losses.PAIR_LOSSES:
+    if obj.loss not in losses.PAIR_LOSSES:
         raise ValueError(
             f"config.objective.loss={obj.loss!r}; expected one of {losses.PAIR_LOSSES}"
         )
@@ -113,48 +116,130 @@ def check(config: Any, model: Any, adapter: Any) -> None:
     common.check_sizes(config, model)
 
 
-def prepare(
-    config: Any,
-    model: Any,
-    adapter: Any,
-    workdir: Path,
-    *,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> Plan:
-    """Loads the first-stage student, its rows as the start, the scored pairs, the loss."""
+# ----------------------------------------------------------------------------- the students
+
+
+@dataclasses.dataclass
+class RowsStudent:
+    """A static export's rows, trained as they are (adapter ``table``), pooled over the
+    text's own tokens (no template, no ``[UNK]``), as served."""
+
+    tokenizer: Any
+    rows: np.ndarray  # [V, d]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.rows)
+
+    def trained_rows(self) -> np.ndarray:
+        return self.rows
+
+    def start_params(self) -> None:
+        return None  # the adapter's init on the rows
+
+    def frozen(self) -> dict:
+        return {"content": common.content_mask(self.tokenizer, self.vocab_size)}
+
+    def embed(self, params, frozen, ids, mask):
+        mask = mask * frozen["content"][ids].astype(mask.dtype)
+        return pooling_lib.pool(jnp.take(params["table"], ids, axis=0), mask, "mean")
+
+    def served_table(self, params) -> np.ndarray:
+        table = np.asarray(params["table"])[: self.vocab_size]
+        return stages.unk_zeroed(table, self.tokenizer.unk_token_id)
+
+    def student(self, params, batch_size: int):
+        table = self.served_table(params)
+        return stages.static_student(table, self.tokenizer, params, int(table.nbytes))
+
+    def export(self, params, directory, meta: dict):
+        table = self.served_table(params)
+        return stages.export_static_student(table, self.tokenizer, directory, meta)
+
+
+@dataclasses.dataclass
+class PairsContextualStudent:
+    """A contextual export's whole params, every one trained from where the first stage left
+    them; pairs are read as served (:func:`served_tokens`)."""
+
+    adapter: Any
+    tokenizer: Any
+    params: dict  # the export's params (float32)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.params["table"])
+
+    def trained_rows(self) -> np.ndarray:
+        return self.params["table"]
+
+    def start_params(self) -> dict:
+        return self.params
+
+    def frozen(self) -> dict:
+        return {
+            "content": common.content_mask(self.tokenizer, self.vocab_size),
+            "template": template_mask(self.tokenizer, self.vocab_size),
+        }
+
+    def embed(self, params, frozen, ids, mask):
+        ids, mask = served_tokens(ids, mask, frozen["template"], frozen["content"])
+        if hasattr(self.adapter, "apply_pooled"):
+            return self.adapter.apply_pooled(params, None, ids, mask)
+        return pooling_lib.pool(self.adapter.apply(params, None, ids, mask), mask, "mean")
+
+    def served_params(self, params) -> dict:
+        return stages.contextual_params(self.adapter, params, self.vocab_size)
+
+    def student(self, params, batch_size: int):
+        served = self.served_params(params)
+        size = self.adapter.table_bytes(served, self.params["table"].shape)
+        return stages.contextual_student(self.adapter, served, self.tokenizer, size)
+
+    def export(self, params, directory, meta: dict):
+        unk = self.tokenizer.unk_token_id
+        served = self.served_params(params)
+        return stages.export_contextual_student(served, self.tokenizer, unk, directory, meta)
+
+
+# ----------------------------------------------------------------------------- the stages
+
+
+def first_stage(config: Any, adapter: Any, path: Path) -> tuple[Any, dict]:
+    """(the student this stage trains, the first stage's export meta), from its export.
+
+    A transfer's rows are split as :class:`~embres.objectives.students.TransferStudent`
+    does: with ``freeze_teacher_rows``, the teacher's own rows of a bilingual vocabulary are
+    a frozen array, never parameters, so no gradient and no weight decay moves them.
+    """
     from safetensors.numpy import load_file
     from transformers import AutoTokenizer
 
-    from embres import data
-    from embres.data.pairs import PairsSource
-    from embres.export import ADAPTER_FILE, STATIC_MAX_LENGTH, load_static_table
+    from embres.export import ADAPTER_FILE, load_static_table
     from embres.models import load_model
 
-    del workdir
-    obj = config.objective
-    path = _init_dir(config)
     kind = _student_kind(path)
-    host = common.host_model(model)
-    start = None  # a contextual student's whole params
-    if kind in ("static", "contextual"):
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        meta = json.loads((path / "embres_static.json").read_text())
-        served_model = None
-        if kind == "static":
-            rows = np.asarray(load_static_table(path), np.float32)
-        else:
-            start = {
-                k: np.asarray(v, np.float32) for k, v in load_file(path / ADAPTER_FILE).items()
-            }
-            rows = start["table"]
-    else:
-        served_model = load_model(path, dtype=config.dtype)
-        tokenizer = served_model.tokenizer
-        rows = np.asarray(served_model.embedding_table(), np.float32)
+    if kind == "transfer":
+        host = load_model(path, dtype=config.dtype)
         meta_file = path / "embres_transfer.json"
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-    vocab_size = rows.shape[0]
+        # a Hugging Face directory embres did not write keeps no teacher rows
+        kept = int(meta.get("teacher_rows", 0)) if config.objective.freeze_teacher_rows else 0
+        rows = np.asarray(host.embedding_table(), np.float32)
+        return TransferStudent.start(host, host.tokenizer, rows, kept), meta
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    meta = json.loads((path / "embres_static.json").read_text())
+    if kind == "static":
+        return RowsStudent(tokenizer, np.asarray(load_static_table(path), np.float32)), meta
+    params = {k: np.asarray(v, np.float32) for k, v in load_file(path / ADAPTER_FILE).items()}
+    return PairsContextualStudent(adapter, tokenizer, params), meta
+
+
+def scored_pairs(config: Any, tokenizer: Any, vocab_size: int, process_index, process_count):
+    """The scored pairs (``pairs:`` or ``scored:``), batched with the tokenizer's template."""
+    from embres import data
+    from embres.data.pairs import PairsSource
+
     source = PairsSource(
         str(data.pairs_file(data.parse_spec(config.data.source))),
         tokenizer,
@@ -173,106 +258,71 @@ def prepare(
             f"{source.path} has no score column (columns {source.header}); {NAME!r} needs "
             "scored pairs: name it with config.data.score_column"
         )
+    return source
 
-    # Static and contextual: pool the text's own tokens (no template, no [UNK]), as served.
-    content = common.content_mask(tokenizer, vocab_size)
-    trainable = np.ones(vocab_size, np.float32)
-    if kind == "transfer" and obj.get("freeze_teacher_rows", True):
-        trainable[: int(meta.get("teacher_rows", 0))] = 0.0
-    frozen = {"content": content, "trainable": trainable}
-    if served_model is not None:
-        frozen["teacher"] = served_model.params
-    if kind == "contextual":
-        frozen["template"] = template_mask(tokenizer, vocab_size)
-    loss_kind, scale = obj.get("loss", "cosent"), float(obj.get("scale", 20.0))
-    max_score = float(obj.get("max_score", 5.0))
 
-    def embed(params, frozen, ids, mask):
-        if kind == "contextual":
-            ids, mask = served_tokens(ids, mask, frozen["template"], frozen["content"])
-            if hasattr(adapter, "apply_pooled"):
-                return adapter.apply_pooled(params, None, ids, mask)
-            return pooling_lib.pool(adapter.apply(params, None, ids, mask), mask, "mean")
-        table = params["table"]
-        keep = jnp.pad(frozen["trainable"], (0, table.shape[0] - frozen["trainable"].shape[0]))
-        table = jnp.where(keep[:, None] > 0, table, jax.lax.stop_gradient(table))
-        if served_model is None:
-            mask = mask * frozen["content"][ids].astype(mask.dtype)
-            return pooling_lib.pool(jnp.take(table, ids, axis=0), mask, "mean")
-        out = served_model.apply(
-            frozen["teacher"], ids, mask, inputs_embeds=jnp.take(table, ids, axis=0)
-        )
-        return pooling_lib.pool(out["last_hidden_state"], mask, served_model.pooling)
+def make_loss(config: Any, embed):
+    """``loss(params, batch, frozen, rng)``: the pair's cosine against its score."""
+    kind, scale = config.objective.loss, float(config.objective.scale)
+    max_score = float(config.objective.max_score)
 
     def loss(params, batch, frozen, rng):
-        del rng
+        del rng  # deterministic
         a = embed(params, frozen, batch["ids"], batch["mask"])
         b = embed(params, frozen, batch["ids_b"], batch["mask_b"])
         cosines = losses.cosine_similarity(a, b)
-        if loss_kind == "cosent":
+        if kind == "cosent":
             value = losses.cosent_loss(cosines, batch["score"], scale)
         else:
             value = jnp.mean(losses.cosine_mse_loss(cosines, batch["score"], max_score))
         return value, {"mean_cosine": jnp.mean(cosines)}
 
-    def served_table(params) -> np.ndarray:
-        table = np.array(params["table"], np.float32)[:vocab_size]
-        if served_model is None and tokenizer.unk_token_id is not None:
-            table[tokenizer.unk_token_id] = 0.0
-        return table
+    return loss
 
-    def contextual_params(params) -> dict:
-        out = {k: np.asarray(v, np.float32) for k, v in params.items()}
-        return {**out, "table": out["table"][:vocab_size]}
 
-    def student(params):
-        from embres.objectives.cross_lingual import transfer_model
-        from embres.static import StaticEmbedder
+# Fields of embres_static.json that the export writes itself (a first stage's are stale).
+EXPORT_WRITES = ("normalize", "max_length", "dim", "int8", "dtype")
 
-        if kind == "contextual":
-            served = contextual_params(params)
-            return common.served_student(adapter, served, None, tokenizer, rows.shape, None)
-        table = served_table(params)
-        size = int(table.nbytes)
-        info = {"table_bytes": size, "total_bytes": size, "params": params}
-        if served_model is None:
-            embedder = StaticEmbedder(table, tokenizer, True, STATIC_MAX_LENGTH)
-            info["count_tokens"] = lambda texts: sum(len(r) for r in embedder.token_ids(texts))
-            return embedder.encode, info
-        served = transfer_model(served_model, tokenizer, table)
-        return common.extractor_fn(served, config.eval.batch_size), info
 
-    def export(params, directory):
-        from embres.export import export_static, export_transfer
-        from embres.objectives.cross_lingual import transfer_model
+def export_meta(config: Any, first_meta: dict, path: Path, student: Any) -> dict:
+    """The first stage's export meta, marked as fine-tuned here."""
+    meta = {**first_meta, "finetuned_from": str(path), "objective": NAME}
+    if not isinstance(student, TransferStudent):
+        meta = {k: v for k, v in meta.items() if k not in EXPORT_WRITES}
+    return {**meta, "loss": config.objective.loss}
 
-        out_meta = {**meta, "finetuned_from": str(path), "objective": NAME, "loss": loss_kind}
-        if kind == "contextual":
-            served = contextual_params(params)
-            for key in ("normalize", "max_length", "dim", "int8", "dtype"):
-                out_meta.pop(key, None)
-            return export_static(
-                served["table"], tokenizer, directory, meta=out_meta, adapter_params=served
-            )
-        table = served_table(params)
-        if served_model is None:
-            out_meta.pop("normalize", None)
-            out_meta.pop("max_length", None)
-            return export_static(table, tokenizer, directory, meta=out_meta)
-        return export_transfer(transfer_model(served_model, tokenizer, table), out_meta, directory)
 
+def prepare(
+    config: Any,
+    model: Any,
+    adapter: Any,
+    workdir: Path,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> Plan:
+    """The first-stage student as the start, the scored pairs, the loss, serve and export."""
+    del workdir
+    path = _init_dir(config)
+    student, first_meta = first_stage(config, adapter, path)
+    meta = export_meta(config, first_meta, path, student)
+    host, batch_size = common.host_model(model), config.eval.batch_size
+    # a transfer's kept rows are frozen, not params: its params hold the trained rows only
+    start = None if isinstance(student, TransferStudent) else student.start_params()
     return Plan(
-        init_table=rows,
+        init_table=student.trained_rows(),
         init_weights=None,
-        frozen=frozen,
-        source=source,
-        loss=loss,
-        in_batch=loss_kind == "cosent",
-        meta={"objective": NAME, "init_from": str(path.resolve()), "student": kind},
-        student=student,
-        teacher=lambda: common.teacher(host, config.eval.batch_size),
-        export=export,
-        vocab_size=vocab_size,
+        frozen=student.frozen(),
+        source=scored_pairs(
+            config, student.tokenizer, student.vocab_size, process_index, process_count
+        ),
+        loss=make_loss(config, student.embed),
+        in_batch=config.objective.loss == "cosent",
+        meta={"objective": NAME, "init_from": str(path.resolve()), "student": _student_kind(path)},
+        student=lambda params: student.student(params, batch_size),
+        teacher=lambda: stages.teacher_embedder(host, batch_size),
+        export=lambda params, directory: student.export(params, directory, meta),
+        vocab_size=len(student.trained_rows()),
         init_params=start,
     )
 
