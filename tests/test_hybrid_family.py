@@ -285,3 +285,34 @@ def test_sentences_source_holds_train_sentences_and_no_evaluation_sentence(tmp_p
     (root / "sick" / "SICK_train.txt").unlink()
     with pytest.raises(FileNotFoundError, match="SICK_train.txt"):
         data.check_spec("sentences:sick")
+
+
+def test_token_distill_resume_facts_are_the_basis_inputs_not_a_float_hash(
+    tiny_models, tmp_path, monkeypatch
+):
+    """A basis that differs by float noise (another backend's PCA) gives the same checkpoint
+    meta, so a resume is not refused; the token cache, keyed by the basis, is rebuilt."""
+    from embres import configlib
+    from embres.objectives import token_distill
+
+    model_dir = tiny_models("bert", num_layers=2)
+    config = load_config_module("hybrid").get_config("runlocal")
+    config.model = str(model_dir)
+    config.data.heldout = 8
+    configlib.apply_overrides(config, {"data.source": f"text:{_text_file(tmp_path / 'c.txt')}"})
+    teacher, adapter = load_model(str(model_dir)), adapters.get(config.adapter.type)
+    plan = token_distill.prepare(config, teacher, adapter, tmp_path / "a")
+    fit = token_distill.teacher_basis
+
+    def noisy_basis(*args):
+        offset, basis = fit(*args)
+        return offset, basis + np.float32(1e-7) * np.sign(basis)
+
+    monkeypatch.setattr(token_distill, "teacher_basis", noisy_basis)
+    other = token_distill.prepare(config, teacher, adapter, tmp_path / "b")
+    assert other.meta == plan.meta
+    assert plan.meta["basis"]["teacher"] == str(model_dir)
+    assert plan.meta["basis"]["basis_sentences"] == config.objective.basis_sentences
+    assert "sha256" not in json.dumps(plan.meta)
+    caches = [json.loads((tmp_path / w / "token_cache" / "meta.json").read_text()) for w in "ab"]
+    assert caches[0]["key"] != caches[1]["key"]  # the cache holds states in its own basis
