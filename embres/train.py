@@ -31,7 +31,7 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from embres import adapters, cli, configlib, data, evaluate, objectives, optim, parallel
+from embres import adapters, cli, configlib, data, distributed, evaluate, objectives, optim
 from embres.arrays import padded_rows, to_host
 from embres.checkpointing import Checkpointer, config_changes, newest_meta
 from embres.evaluate import report
@@ -213,21 +213,21 @@ def _train_and_evaluate(config, workdir: Path, objective, adapter) -> dict:
     # --- Mesh and sharding rules (by default: the adapter's vocab rows and the teacher's
     # table over "model"; the pmap path replicates everything).
     use_pmap = config.parallel == "pmap"
-    devices = parallel.select_devices(config.num_devices, local=use_pmap)
-    mesh = parallel.make_mesh(
+    devices = distributed.select_devices(config.num_devices, local=use_pmap)
+    mesh = distributed.make_mesh(
         {"data": len(devices)} if use_pmap else config.mesh.to_dict(), devices
     )
     from embres.models import family_of, load_model
 
     family = family_of(config.model)
-    rules = config.get("sharding_rules") or parallel.vocab_row_rules(
+    rules = config.get("sharding_rules") or distributed.vocab_row_rules(
         getattr(adapter, "VOCAB_ROWS", ()), family.TABLE_PATH
     )
     rules = () if use_pmap else tuple(rules)
 
     # --- Teacher (frozen). A teacher table that the rules shard is read block by block.
     table_name = "teacher/" + family.TABLE_PATH
-    table_sharding = None if use_pmap else parallel.sharding_for(table_name, mesh, rules)
+    table_sharding = None if use_pmap else distributed.sharding_for(table_name, mesh, rules)
     sharded_table = table_sharding is not None and not table_sharding.is_fully_replicated
     model = load_model(
         config.model,
@@ -244,7 +244,7 @@ def _train_and_evaluate(config, workdir: Path, objective, adapter) -> dict:
             "block: only the rows this process's devices hold"
         )
     objective.check(config, model, adapter)
-    data_size = mesh.shape[parallel.DATA_AXIS]
+    data_size = mesh.shape[distributed.DATA_AXIS]
     if config.batch_size % data_size:
         raise ValueError(
             f"config.batch_size={config.batch_size} must be a multiple of the data axis "
@@ -286,7 +286,7 @@ def _train_and_evaluate(config, workdir: Path, objective, adapter) -> dict:
     weights = None if plan.init_weights is None else jnp.asarray(plan.init_weights, jnp.float32)
     init_args = (jax.random.PRNGKey(config.seed), plan.init_table, weights, plan.init_params)
     abstract = jax.eval_shape(init_state, *init_args)
-    shardings = parallel.tree_shardings(abstract, mesh, rules, check=True)
+    shardings = distributed.tree_shardings(abstract, mesh, rules, check=True)
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
@@ -341,27 +341,29 @@ def _train_and_evaluate(config, workdir: Path, objective, adapter) -> dict:
     meter = None  # MFU on an accelerator (jit path)
     train_step = make_train_step(plan.loss, tx, schedule, config.seed, trace_count)
     if use_pmap:
-        step_fn = parallel.pmap_step(train_step)
-        state = parallel.replicate(jax.device_get(state), devices)
-        frozen = parallel.replicate(plan.frozen, devices)
+        step_fn = distributed.pmap_step(train_step)
+        state = distributed.replicate(jax.device_get(state), devices)
+        frozen = distributed.replicate(plan.frozen, devices)
 
         def run_step(state, batch):
-            new_state, metrics = step_fn(state, parallel.split_batch(batch, len(devices)), frozen)
-            return new_state, parallel.unreplicate(metrics)
+            new_state, metrics = step_fn(
+                state, distributed.split_batch(batch, len(devices)), frozen
+            )
+            return new_state, distributed.unreplicate(metrics)
 
-        host_state = parallel.unreplicate
+        host_state = distributed.unreplicate
     else:
-        batch_shard = parallel.batch_sharding(mesh)
-        frozen_shardings = parallel.tree_shardings(plan.frozen, mesh, rules, check=True)
+        batch_shard = distributed.batch_sharding(mesh)
+        frozen_shardings = distributed.tree_shardings(plan.frozen, mesh, rules, check=True)
         frozen = jax.device_put(plan.frozen, frozen_shardings)
-        jitted = parallel.jit_step(train_step, shardings, batch_shard, frozen_shardings)
+        jitted = distributed.jit_step(train_step, shardings, batch_shard, frozen_shardings)
         peak = mfu_peak(devices[0])
         if peak is not None:
             meter = FlopMeter(jitted, peak)
             _report(f"MFU logged against a measured bf16 matmul: {peak / 1e12:.1f} TFLOP/s")
 
         def run_step(state, batch):
-            args = (state, parallel.put_batch(batch, batch_shard), frozen)
+            args = (state, distributed.put_batch(batch, batch_shard), frozen)
             if meter is not None:
                 meter.count(*args)
             return jitted(*args)
@@ -413,7 +415,7 @@ def _train_and_evaluate(config, workdir: Path, objective, adapter) -> dict:
     final_step = max(start_step, config.total_steps)
     if start_step >= config.total_steps:
         _report(f"{workdir} already holds the final step {start_step}; evaluating only")
-    params_per_device = parallel.bytes_per_device(host_state(state)["params"])
+    params_per_device = distributed.bytes_per_device(host_state(state)["params"])
     params = to_host(host_state(state)["params"])
     params = adapters.resize_vocab_rows(
         params, adapter, padded_vocab, vocab_size
@@ -524,7 +526,7 @@ def _run() -> None:
         raise cli.UsageError("--config is required, e.g. --config=configs/lowrank.py")
     config_path = config_flags.get_config_filename(flags.FLAGS["config"])
     workdir = _WORKDIR.value or default_workdir(config_path)
-    parallel.initialize(_MULTIHOST.value)  # before anything touches devices
+    distributed.initialize(_MULTIHOST.value)  # before anything touches devices
     train_and_evaluate(_CONFIG.value, workdir)
 
 

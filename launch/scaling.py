@@ -66,15 +66,15 @@ def worker(args) -> dict:
     import optax
 
     sys.path.insert(0, str(REPO))
-    from embres import parallel
+    from embres import distributed
 
     mesh_cfg = json.loads(args.mesh)
     devices = jax.devices()[: args.devices]
-    mesh = parallel.make_mesh(mesh_cfg, devices)
-    # The rules every shipped config gets by default (parallel.vocab_row_rules from the
+    mesh = distributed.make_mesh(mesh_cfg, devices)
+    # The rules every shipped config gets by default (distributed.vocab_row_rules from the
     # adapter and the family): A (+ Adam moments) and the frozen table over "model".
     rules = (
-        *parallel.vocab_row_rules(("A",), "word_embeddings/embedding"),
+        *distributed.vocab_row_rules(("A",), "word_embeddings/embedding"),
         (r"^table$", ("model", None)),
     )
     rows, dim, rank = args.rows, args.dim, args.rank
@@ -89,15 +89,15 @@ def worker(args) -> dict:
         return {"params": params, "opt_state": tx.init(params)}
 
     frozen_abstract = {"table": jax.ShapeDtypeStruct((rows, dim), jnp.float32)}
-    frozen_sh = parallel.tree_shardings(frozen_abstract, mesh, rules)
+    frozen_sh = distributed.tree_shardings(frozen_abstract, mesh, rules)
     table = jax.jit(
         lambda k: {"table": jax.random.normal(k, (rows, dim), jnp.float32)},
         out_shardings=frozen_sh,
     )(jax.random.PRNGKey(1))  # made shard by shard: never whole on one device
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
-    state_sh = parallel.tree_shardings(abstract, mesh, rules)
+    state_sh = distributed.tree_shardings(abstract, mesh, rules)
     state = jax.jit(init, out_shardings=state_sh)(jax.random.PRNGKey(0))
-    batch_sh = parallel.batch_sharding(mesh)
+    batch_sh = distributed.batch_sharding(mesh)
 
     def step(state, batch, frozen):
         def loss_fn(params):
@@ -110,12 +110,12 @@ def worker(args) -> dict:
         params = optax.apply_updates(state["params"], updates)
         return {"params": params, "opt_state": opt_state}, {"loss": loss}
 
-    jitted = parallel.jit_step(step, state_sh, batch_sh, frozen_sh)
+    jitted = distributed.jit_step(step, state_sh, batch_sh, frozen_sh)
     rng = np.random.default_rng(0)
     batches = [
         {"ids": rng.integers(0, rows, (args.batch,), dtype=np.int32)} for _ in range(args.steps + 1)
     ]
-    put = [parallel.put_batch(b, batch_sh) for b in batches]
+    put = [distributed.put_batch(b, batch_sh) for b in batches]
     t0 = time.perf_counter()
     compiled = jitted.lower(state, put[0], table).compile()
     compile_s = time.perf_counter() - t0
@@ -130,12 +130,12 @@ def worker(args) -> dict:
     stats = devices[0].memory_stats() or {}
     return {
         "devices": len(devices),
-        "mesh": "x".join(f"{k}={v}" for k, v in parallel.mesh_axes(mesh_cfg)),
+        "mesh": "x".join(f"{k}={v}" for k, v in distributed.mesh_axes(mesh_cfg)),
         "examples_per_s": round(args.batch / step_s, 1),
         "step_time_s": round(step_s, 5),
         "compile_time_s": round(compile_s, 3),
-        "state_bytes_per_device": parallel.bytes_per_device(state),
-        "table_bytes_per_device": parallel.bytes_per_device(table),
+        "state_bytes_per_device": distributed.bytes_per_device(state),
+        "table_bytes_per_device": distributed.bytes_per_device(table),
         "table_bytes_total": rows * dim * 4,
         "peak_memory_bytes": stats.get("peak_bytes_in_use", ""),
         "final_loss": float(metrics["loss"]),

@@ -298,7 +298,7 @@ def test_collected_orbax_read_task_is_debug_noise_but_others_still_report(caplog
 
 
 def _mesh(shape, names):
-    # Auto axes, as the trainer's meshes (parallel.make_mesh) use.
+    # Auto axes, as the trainer's meshes (distributed.make_mesh) use.
     return jax.make_mesh(shape, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names))
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from _train_utils import tiny_config
 
-from embres import parallel, train
+from embres import distributed, train
 
 
 def test_eight_fake_devices():
@@ -13,14 +13,14 @@ def test_eight_fake_devices():
 
 
 def test_make_mesh_sizes_and_errors():
-    mesh = parallel.make_mesh({"data": -1})
+    mesh = distributed.make_mesh({"data": -1})
     assert mesh.shape == {"data": 8}
-    mesh = parallel.make_mesh({"model": 2, "data": -1})
+    mesh = distributed.make_mesh({"model": 2, "data": -1})
     assert mesh.axis_names == ("data", "model") and mesh.shape["data"] == 4
     with pytest.raises(ValueError, match=r"needs 6 devices; 8 are available"):
-        parallel.make_mesh({"data": 3, "model": 2})
+        distributed.make_mesh({"data": 3, "model": 2})
     with pytest.raises(ValueError, match=r"no 'data' axis"):
-        parallel.make_mesh({"model": -1})
+        distributed.make_mesh({"model": -1})
 
 
 def test_data_axis_must_split_over_processes():
@@ -28,32 +28,32 @@ def test_data_axis_must_split_over_processes():
 
     two_hosts = [SimpleNamespace(process_index=i // 4) for i in range(8)]
     with pytest.raises(ValueError, match=r"data axis \(1\) must be a multiple of the 2 processes"):
-        parallel.make_mesh({"data": 1, "model": 8}, two_hosts)
+        distributed.make_mesh({"data": 1, "model": 8}, two_hosts)
 
 
 def test_tree_shardings_check_names_the_leaf():
-    mesh = parallel.make_mesh({"data": 1, "model": 8})
+    mesh = distributed.make_mesh({"data": 1, "model": 8})
     tree = {"params": {"A": jax.ShapeDtypeStruct((43, 4), np.float32)}}
     rules = [("A$", ("model", None))]
     with pytest.raises(ValueError, match=r"params/A of shape \(43, 4\) cannot be sharded"):
-        parallel.tree_shardings(tree, mesh, rules, check=True)
+        distributed.tree_shardings(tree, mesh, rules, check=True)
     with pytest.raises(ValueError, match=r"names mesh axes \['rows'\]"):
-        parallel.tree_shardings(tree, mesh, [("A$", ("rows", None))])
+        distributed.tree_shardings(tree, mesh, [("A$", ("rows", None))])
 
 
 def test_tree_shardings_follow_regex_rules():
-    mesh = parallel.make_mesh({"data": 4, "model": 2})
+    mesh = distributed.make_mesh({"data": 4, "model": 2})
     tree = {"params": {"A": np.zeros((8, 2)), "B": np.zeros((2, 4))}}
-    shardings = parallel.tree_shardings(tree, mesh, [("params/A$", ("model", None))])
+    shardings = distributed.tree_shardings(tree, mesh, [("params/A$", ("model", None))])
     assert shardings["params"]["A"].spec == jax.sharding.PartitionSpec("model", None)
     assert shardings["params"]["B"].spec == jax.sharding.PartitionSpec()
 
 
 def test_split_batch_needs_divisible_rows():
-    out = parallel.split_batch({"ids": np.zeros((16, 3))}, 8)
+    out = distributed.split_batch({"ids": np.zeros((16, 3))}, 8)
     assert out["ids"].shape == (8, 2, 3)
     with pytest.raises(ValueError, match="multiple of 8"):
-        parallel.split_batch({"ids": np.zeros((12, 3))}, 8)
+        distributed.split_batch({"ids": np.zeros((12, 3))}, 8)
 
 
 def test_jit_and_pmap_give_the_same_run(tiny_models, tmp_path):

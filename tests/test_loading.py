@@ -119,7 +119,7 @@ def test_sharded_table_reads_only_each_devices_rows(tmp_path, tiny_models, monke
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from embres import parallel
+    from embres import distributed
     from embres.models import hf
 
     path = tiny_models(family, max_shard_size="20KB")
@@ -137,7 +137,7 @@ def test_sharded_table_reads_only_each_devices_rows(tmp_path, tiny_models, monke
         return out
 
     monkeypatch.setattr(hf._TensorSource, "read_block", spy_block)
-    mesh = parallel.make_mesh({"data": 2, "model": 4})
+    mesh = distributed.make_mesh({"data": 2, "model": 4})
     sharding = NamedSharding(mesh, PartitionSpec("model", None))
     model = load_model(path, table_sharding=sharding, table_row_multiple=16)
 
@@ -170,9 +170,9 @@ def test_sharded_table_reads_only_each_devices_rows(tmp_path, tiny_models, monke
 def test_sharded_table_must_divide(tiny_bert):
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from embres import parallel
+    from embres import distributed
 
-    sharding = NamedSharding(parallel.make_mesh({"data": 1, "model": 8}), PartitionSpec("model"))
+    sharding = NamedSharding(distributed.make_mesh({"data": 1, "model": 8}), PartitionSpec("model"))
     vocab = load_model(tiny_bert).config.vocab_size
     if vocab % 8 == 0:
         pytest.skip("tiny vocabulary happens to divide by 8")

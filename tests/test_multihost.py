@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from _train_utils import REPO, tiny_config
 
-from embres import parallel, train
+from embres import distributed, train
 
 STEPS = 6
 # Both runs get exactly these settings: the CLI as --config.KEY=VALUE, in process via tiny_config.
@@ -127,20 +127,20 @@ def test_two_processes_match_one_process_and_resume_across(tiny_models, tmp_path
 
 
 def test_initialize_needs_every_variable_or_none(monkeypatch):
-    for name in parallel.ENV_VARS:
+    for name in distributed.ENV_VARS:
         monkeypatch.delenv(name, raising=False)
-    assert parallel.initialize() is False  # nothing set, not asked: single process
-    assert parallel.initialize(multihost=False) is False
+    assert distributed.initialize() is False  # nothing set, not asked: single process
+    assert distributed.initialize(multihost=False) is False
     monkeypatch.setenv("EMBRES_COORDINATOR", "127.0.0.1:1234")
     monkeypatch.setenv("EMBRES_NUM_PROCESSES", "2")
     with pytest.raises(ValueError, match="EMBRES_PROCESS_ID not set"):
-        parallel.initialize()
+        distributed.initialize()
     monkeypatch.setenv("EMBRES_PROCESS_ID", "2")
     with pytest.raises(ValueError, match=r"EMBRES_PROCESS_ID=2 is not in \[0, 2\)"):
-        parallel.initialize()
+        distributed.initialize()
     monkeypatch.setenv("EMBRES_COORDINATOR", "localhost")
     with pytest.raises(ValueError, match="expected host:port"):
-        parallel.initialize()
+        distributed.initialize()
 
 
 def test_multiprocess_script_fails_clearly():
