@@ -78,7 +78,9 @@ class Basis:
     """One PCA of a table: ``rows`` are centred coordinates, ``targets`` are not.
 
     The student's rows start as ``(raw - mean) @ components`` and the teacher's vectors are
-    compared as ``targets @ components``, so dimension i means the same on both sides.
+    compared as ``targets @ projection``, so dimension i means the same on both sides. The
+    PCA's own precision (float64 for numpy input) is kept for the rows; ``projection`` is
+    its float32 copy, the one the targets are projected with.
     """
 
     mean: np.ndarray  # [d]
@@ -87,13 +89,17 @@ class Basis:
     @classmethod
     def fit(cls, raw: np.ndarray, width: int) -> Basis:
         mean, components = linalg.pca(raw, width)
-        return cls(np.asarray(mean, np.float32), np.asarray(components, np.float32))
+        return cls(np.asarray(mean), np.asarray(components))
+
+    @property
+    def projection(self) -> np.ndarray:
+        return np.asarray(self.components, np.float32)
 
     def rows(self, raw: np.ndarray) -> np.ndarray:
         return ((raw - self.mean) @ self.components).astype(np.float32)
 
     def targets(self, vectors: np.ndarray) -> np.ndarray:
-        return (np.asarray(vectors, np.float32) @ self.components).astype(np.float32)
+        return np.asarray(vectors, np.float32) @ self.projection
 
 
 def digest(facts: Any) -> str:

@@ -196,7 +196,7 @@ def prepare(
     basis = stages.Basis.fit(raw, target_dim)
     rows = basis.rows(raw)
     source, key = cached_targets(
-        config, host, workdir, basis.components, process_index, process_count
+        config, host, workdir, basis.projection, process_index, process_count
     )
     tokenizer, vocab_size = host.tokenizer, host.config.vocab_size
     unk = tokenizer.unk_token_id
