@@ -15,7 +15,12 @@ setup(
         "flax>=0.10",
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",
-        "transformers>=4.45",
+        # < 5.4: what the [test] extra's model2vec[distill] admits, so that
+        # `pip install -e .` and then `pip install -e ".[test]"` resolve one set of versions.
+        # Without the cap the first resolves transformers 5.25 (which brings `kernels`), the
+        # second downgrades it to 5.3 and leaves `kernels` behind, and building a model fails
+        # in transformers' hub_kernels ("Either a revision or a version must be specified").
+        "transformers>=4.45,<5.4",
         "tokenizers>=0.20",
         "safetensors>=0.4.3",
         "huggingface_hub",
