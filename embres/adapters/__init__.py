@@ -4,13 +4,16 @@ The contract every adapter module offers (no hidden state, no globals):
 
 * ``check_config(cfg, table_shape) -> None``: raises ``ValueError`` naming the key and the
   allowed values, before anything is compiled.
-* ``init(rng, table, cfg, weights=None) -> params``: a pytree of trainable arrays; ``weights``
-  ([vocab] token frequencies) lets an initialisation favour the rows that matter.
-* ``apply(params, table, ids, mask) -> vectors``: token vectors [batch, length, output_dim]
-  for ids [batch, length]; ``table`` is the frozen source table (an adapter may ignore it).
-* ``materialize(params, table) -> new_table``: the plain [vocab, output_dim] table the
-  adapter amounts to, so export and static inference need no JAX (``None`` for an adapter
-  that is not static, e.g. a contextual one).
+* ``init(rng, rows, cfg, weights=None) -> params``: a pytree of trainable arrays started
+  from ``rows`` [vocab, d] (the source table, or an objective's rows in its basis);
+  ``weights`` ([vocab] token frequencies) lets an initialisation favour the rows that matter.
+* ``apply(params, frozen, ids, mask) -> vectors``: token vectors [batch, length, output_dim]
+  for ids [batch, length]; ``frozen`` holds the adapter's frozen inputs: the source rows
+  (``projection`` reads them), the teacher blocks a ``transfer`` carries over (a dict), or
+  ``None`` (merged params being served); an adapter that needs none ignores it.
+* ``materialize(params, frozen) -> table``: the plain [vocab, output_dim] table the adapter
+  amounts to, given the source rows as ``frozen``, so export and static inference need no
+  JAX (``None`` for an adapter that is not static, e.g. a contextual one).
 * ``output_dim(cfg, table_shape) -> int`` and ``table_bytes(params, table_shape) -> int``:
   the width of the vectors and the bytes the adapter needs in place of the table.
 * ``VOCAB_ROWS``: the top-level param keys with one row per vocabulary entry; training pads

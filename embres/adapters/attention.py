@@ -53,17 +53,17 @@ def check_config(cfg: Any, table_shape: tuple[int, int]) -> None:
         )
 
 
-def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
+def init(rng: jax.Array, rows: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
     """The rows as given (already in the student's basis; scaled by ``weights`` if any),
     zero positions, and blocks whose output projections are zero (so ``apply`` starts as
     the static rows)."""
     layers, heads, f, d = _sizes(cfg)
-    if table.shape[1] != d:
+    if rows.shape[1] != d:
         raise ValueError(
             f"the attention adapter starts from rows {d} wide (config.adapter.target_dim); "
-            f"got rows {table.shape[1]} wide"
+            f"got rows {rows.shape[1]} wide"
         )
-    rows = jnp.asarray(table, jnp.float32)
+    rows = jnp.asarray(rows, jnp.float32)
     params = {"table": rows if weights is None else rows * jnp.asarray(weights)[:, None]}
     params["pos"] = jnp.zeros((getattr(cfg, "max_positions", 64), d))
     width = d // heads
@@ -94,9 +94,9 @@ def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None =
     return params
 
 
-def apply_states(params: dict, table: Any, ids: jax.Array, mask: jax.Array | None = None):
+def apply_states(params: dict, frozen: Any, ids: jax.Array, mask: jax.Array | None = None):
     """(token vectors [b, l, d], {"input": rows plus positions})."""
-    del table
+    del frozen
     mask = jnp.ones(ids.shape, jnp.int32) if mask is None else mask
     x = start = transfer.embed_rows(params, ids, mask)
     for i in range(blocks.count(params)):
@@ -104,9 +104,9 @@ def apply_states(params: dict, table: Any, ids: jax.Array, mask: jax.Array | Non
     return x, {"input": start}
 
 
-def apply(params: dict, table: Any, ids: jax.Array, mask: jax.Array | None = None):
+def apply(params: dict, frozen: Any, ids: jax.Array, mask: jax.Array | None = None):
     """Token vectors [batch, length, target_dim] after the attention blocks."""
-    return apply_states(params, table, ids, mask)[0]
+    return apply_states(params, frozen, ids, mask)[0]
 
 
 def flops_per_token(params: dict, length: int = 16) -> int:

@@ -36,30 +36,30 @@ def check_config(cfg: Any, table_shape: tuple[int, int]) -> None:
     hybrid.check_config(cfg, table_shape)
 
 
-def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
+def init(rng: jax.Array, rows: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
     """The transfer's params (rows as given, zero updates) plus a fresh mixer."""
-    params = transfer.init(rng, table, cfg, weights)
+    params = transfer.init(rng, rows, cfg, weights)
     k, h = getattr(cfg, "kernel_size", 5), getattr(cfg, "hidden_dim", 256)
     return {**params, **hybrid.mixer_init(rng, cfg.target_dim, k, h)}
 
 
-def apply_states(params: dict, table: Any, ids: jax.Array, mask: jax.Array | None = None):
+def apply_states(params: dict, frozen: Any, ids: jax.Array, mask: jax.Array | None = None):
     """(token vectors [b, l, d], {"input": the mixer's output, read by the blocks})."""
-    p = merge(params, table if isinstance(table, dict) else None)
+    p = merge(params, frozen if isinstance(frozen, dict) else None)
     mask = jnp.ones(ids.shape, jnp.int32) if mask is None else mask
     start = hybrid.mix(p, transfer.embed_rows(p, ids, mask))
     return transfer.run_blocks(p, start, mask), {"input": start}
 
 
-def apply_pooled(params: dict, table: Any, ids: jax.Array, mask: jax.Array) -> jax.Array:
+def apply_pooled(params: dict, frozen: Any, ids: jax.Array, mask: jax.Array) -> jax.Array:
     """The served sentence vector, as :func:`transfer.apply_pooled`: [b, d]."""
-    p = merge(params, table if isinstance(table, dict) else None)
+    p = merge(params, frozen if isinstance(frozen, dict) else None)
     return transfer.run_blocks(p, hybrid.mix(p, transfer.embed_rows(p, ids, mask)), mask, True)
 
 
-def apply(params: dict, table: Any, ids: jax.Array, mask: jax.Array | None = None):
-    """Token vectors [batch, length, target_dim]; ``table`` as in :func:`transfer.apply`."""
-    return apply_states(params, table, ids, mask)[0]
+def apply(params: dict, frozen: Any, ids: jax.Array, mask: jax.Array | None = None):
+    """Token vectors [batch, length, target_dim]; ``frozen`` as in :func:`transfer.apply`."""
+    return apply_states(params, frozen, ids, mask)[0]
 
 
 def flops_per_token(params: dict, length: int = 16) -> int:

@@ -42,19 +42,19 @@ def check_config(cfg: Any, table_shape: tuple[int, int]) -> None:
 output_dim = static.output_dim
 
 
-def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
-    """Static table plus a small conv-MLP mixer and its gate.
+def init(rng: jax.Array, rows: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
+    """Static rows plus a small conv-MLP mixer and its gate.
 
     Rows wider than ``target_dim`` start from PCA (as ``static.init``); rows already
     ``target_dim`` wide are an objective's rows in its own basis and are kept as given
     (scaled by ``weights``), so they stay in the basis its targets use.
     """
     d, k, h = cfg.target_dim, getattr(cfg, "kernel_size", 5), getattr(cfg, "hidden_dim", 256)
-    if table.shape[1] == d:
-        rows = jnp.asarray(table, jnp.float32)
+    if rows.shape[1] == d:
+        rows = jnp.asarray(rows, jnp.float32)
         rows = rows if weights is None else rows * jnp.asarray(weights, jnp.float32)[:, None]
     else:
-        rows = static.init(rng, table, cfg, weights)["table"]
+        rows = static.init(rng, rows, cfg, weights)["table"]
     return {"table": rows, **mixer_init(rng, d, k, h)}
 
 
@@ -85,18 +85,18 @@ def mix(params: dict, x: jax.Array) -> jax.Array:
     return x + jax.nn.sigmoid(params["gate"]) * (hidden @ params["w_out"])
 
 
-def apply(params: dict, table: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
+def apply(params: dict, frozen: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
     """Token vectors [batch, length, target_dim] with local word-order context mixed in."""
-    del table
+    del frozen
     x = jnp.take(params["table"], ids, axis=0)
     if mask is not None:
         x = x * mask[..., None].astype(x.dtype)
     return mix(params, x)
 
 
-def materialize(params: dict, table: jax.Array) -> None:
+def materialize(params: dict, frozen: jax.Array) -> None:
     """None: the hybrid is contextual, it has no plain-table equivalent."""
-    del params, table
+    del params, frozen
     return None
 
 

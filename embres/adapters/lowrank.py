@@ -56,16 +56,16 @@ def output_dim(cfg: Any, table_shape: tuple[int, int]) -> int:
     return _target_dim(cfg) or table_shape[1]
 
 
-def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
-    """Factors ``table`` at ``cfg.rank`` (SVD, row-weighted by ``weights`` when given)."""
-    table = jnp.asarray(table, jnp.float32)
-    vocab, dim = table.shape
+def init(rng: jax.Array, rows: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
+    """Factors ``rows`` at ``cfg.rank`` (SVD, row-weighted by ``weights`` when given)."""
+    rows = jnp.asarray(rows, jnp.float32)
+    vocab, dim = rows.shape
     rank = cfg.rank
     k_a, k_b, k_p = jax.random.split(rng, 3)
     if getattr(cfg, "init", "svd") == "svd":
         scale = jnp.ones((vocab,), jnp.float32) if weights is None else jnp.sqrt(weights)
         scale = jnp.maximum(scale, 1e-6)[:, None]
-        u, s, vt = jnp.linalg.svd(scale * table, full_matrices=False)
+        u, s, vt = jnp.linalg.svd(scale * rows, full_matrices=False)
         a = u[:, :rank] * s[:rank] / scale
         b = vt[:rank]
         # A·B = (A c)(B / c) for any c: pick c so both factors' entries have the same RMS,
@@ -73,7 +73,7 @@ def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None =
         c = jnp.sqrt(jnp.sqrt(jnp.mean(b**2)) / jnp.maximum(jnp.sqrt(jnp.mean(a**2)), 1e-12))
         a, b = a * c, b / c
     else:
-        std = jnp.std(table)
+        std = jnp.std(rows)
         a = jax.random.normal(k_a, (vocab, rank)) * jnp.sqrt(std / rank**0.5)
         b = jax.random.normal(k_b, (rank, dim)) * jnp.sqrt(std / rank**0.5)
     params = {"A": a.astype(jnp.float32), "B": b.astype(jnp.float32)}
@@ -84,12 +84,12 @@ def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None =
     return params
 
 
-def apply(params: dict, table: jax.Array | None, ids: jax.Array, mask: jax.Array | None = None):
+def apply(params: dict, frozen: jax.Array | None, ids: jax.Array, mask: jax.Array | None = None):
     """Token vectors [batch, length, output_dim]: ``A[ids] · B`` (then the projection).
 
-    The source table is not read: only the factors are needed at inference.
+    The frozen source rows are not read: only the factors are needed at inference.
     """
-    del table, mask
+    del frozen, mask
     a, b = params["A"].astype(jnp.float32), params["B"].astype(jnp.float32)
     vectors = jnp.take(a, ids, axis=0) @ b
     if "proj" in params:
@@ -97,9 +97,9 @@ def apply(params: dict, table: jax.Array | None, ids: jax.Array, mask: jax.Array
     return vectors
 
 
-def materialize(params: dict, table: jax.Array | None = None) -> jax.Array:
+def materialize(params: dict, frozen: jax.Array | None = None) -> jax.Array:
     """The plain [vocab, output_dim] table ``A · B`` (projected when configured)."""
-    del table
+    del frozen
     merged = params["A"].astype(jnp.float32) @ params["B"].astype(jnp.float32)
     if "proj" in params:
         merged = merged @ params["proj"]["kernel"] + params["proj"]["bias"]

@@ -44,26 +44,26 @@ def output_dim(cfg: Any, table_shape: tuple[int, int]) -> int:
     return cfg.target_dim
 
 
-def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
+def init(rng: jax.Array, rows: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
     """``{"kernel": [d, target_dim], "bias": [target_dim]}`` from PCA of the rows or random."""
-    table = jnp.asarray(table, jnp.float32)
-    dim, target = table.shape[1], cfg.target_dim
+    rows = jnp.asarray(rows, jnp.float32)
+    dim, target = rows.shape[1], cfg.target_dim
     if getattr(cfg, "init", "pca") == "pca":
-        mean, kernel = linalg.pca(table, target, weights)
+        mean, kernel = linalg.pca(rows, target, weights)
         return {"kernel": kernel, "bias": -mean @ kernel}
     kernel = jax.random.normal(rng, (dim, target)) / jnp.sqrt(dim)
     return {"kernel": kernel, "bias": jnp.zeros((target,))}
 
 
-def apply(params: dict, table: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
-    """Token vectors [batch, length, target_dim]: ``table[ids] · W + b``."""
+def apply(params: dict, frozen: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
+    """Token vectors [batch, length, target_dim]: ``frozen[ids] · W + b``."""
     del mask
-    return jnp.take(table, ids, axis=0) @ params["kernel"] + params["bias"]
+    return jnp.take(frozen, ids, axis=0) @ params["kernel"] + params["bias"]
 
 
-def materialize(params: dict, table: jax.Array) -> jax.Array:
-    """The plain [vocab, target_dim] table ``table · W + b``."""
-    return table @ params["kernel"] + params["bias"]
+def materialize(params: dict, frozen: jax.Array) -> jax.Array:
+    """The plain [vocab, target_dim] table ``frozen · W + b`` (``frozen``: the source rows)."""
+    return frozen @ params["kernel"] + params["bias"]
 
 
 def table_bytes(params: dict, table_shape: tuple[int, int]) -> int:

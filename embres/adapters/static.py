@@ -1,6 +1,6 @@
 """Static student: a trainable [vocab, target_dim] table, started from PCA of the source rows.
 
-The source ``table`` given to :func:`init` is the teacher's vocabulary-distilled table (each
+The source ``rows`` given to :func:`init` is the teacher's vocabulary-distilled table (each
 token through the teacher on its own, SIF-weighted; see :mod:`embres.distill`), so training
 starts where corpus-free distillation ends and only improves it. PCA orders the output
 dimensions by variance, which is what lets a Matryoshka-trained table be truncated.
@@ -35,29 +35,29 @@ def output_dim(cfg: Any, table_shape: tuple[int, int]) -> int:
     return cfg.target_dim
 
 
-def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
+def init(rng: jax.Array, rows: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
     """``{"table": [vocab, target_dim]}``: the source rows, centred and PCA-projected.
 
     ``weights`` ([vocab], e.g. SIF weights) scale each row after the projection, as
     vocabulary distillation does; the PCA itself is unweighted.
     """
     del rng
-    mean, components = linalg.pca(jnp.asarray(table, jnp.float32), cfg.target_dim)
-    rows = (jnp.asarray(table, jnp.float32) - mean) @ components
+    mean, components = linalg.pca(jnp.asarray(rows, jnp.float32), cfg.target_dim)
+    rows = (jnp.asarray(rows, jnp.float32) - mean) @ components
     if weights is not None:
         rows = rows * jnp.asarray(weights, jnp.float32)[:, None]
     return {"table": rows}
 
 
-def apply(params: dict, table: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
+def apply(params: dict, frozen: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
     """Token vectors [batch, length, target_dim]: rows of the trained table."""
-    del table, mask
+    del frozen, mask
     return jnp.take(params["table"], ids, axis=0)
 
 
-def materialize(params: dict, table: jax.Array) -> jax.Array:
+def materialize(params: dict, frozen: jax.Array) -> jax.Array:
     """The trained table itself."""
-    del table
+    del frozen
     return params["table"]
 
 

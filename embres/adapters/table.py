@@ -34,24 +34,24 @@ def output_dim(cfg: Any, table_shape: tuple[int, int]) -> int:
     return int(table_shape[1])
 
 
-def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
-    """``{"table": table}`` as float32; ``weights`` scale rows when given."""
+def init(rng: jax.Array, rows: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
+    """``{"table": rows}`` as float32; ``weights`` scale rows when given."""
     del rng, cfg
-    rows = jnp.asarray(table, jnp.float32)
+    rows = jnp.asarray(rows, jnp.float32)
     if weights is not None:
         rows = rows * jnp.asarray(weights, jnp.float32)[:, None]
     return {"table": rows}
 
 
-def apply(params: dict, table: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
+def apply(params: dict, frozen: jax.Array, ids: jax.Array, mask: jax.Array | None = None):
     """Token vectors [batch, length, width]: rows of the trained table."""
-    del table, mask
+    del frozen, mask
     return jnp.take(params["table"], ids, axis=0)
 
 
-def materialize(params: dict, table: jax.Array) -> jax.Array:
+def materialize(params: dict, frozen: jax.Array) -> jax.Array:
     """The trained table itself."""
-    del table
+    del frozen
     return params["table"]
 
 

@@ -18,7 +18,7 @@ only change is that sums inside the block lose their components outside the basi
 The transferred weights are frozen data (``base``, built by :func:`from_teacher`); the
 trained params start at zero and are added to them, so training starts exactly at the
 transfer and the export (:func:`merge`) holds their sum. ``apply`` takes ``base`` as its
-``table`` argument in training and ``None`` when serving merged params.
+``frozen`` argument in training and ``None`` when serving merged params.
 
 Config (``config.adapter``): ``target_dim``, ``layers`` (teacher blocks carried over, the
 last ones), ``heads`` / ``ffn_dim`` (kept; 0 = all), ``head_dim`` (0 = the teacher's; it is
@@ -77,20 +77,20 @@ def resolve_sizes(cfg: Any, teacher_config: Any) -> None:
     cfg.heads, cfg.ffn_dim, cfg.head_dim = cfg.heads or h, cfg.ffn_dim or f, k
 
 
-def init(rng: jax.Array, table: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
+def init(rng: jax.Array, rows: jax.Array, cfg: Any, weights: jax.Array | None = None) -> dict:
     """The rows as given (already in the PCA basis), zero positions, and zero updates of
     every transferred block weight (sizes from ``cfg``, see :func:`resolve_sizes`)."""
     del rng, weights
     d = cfg.target_dim
-    if table.shape[1] != d:
+    if rows.shape[1] != d:
         raise ValueError(
             f"the transfer adapter starts from rows in the PCA basis, {d} wide "
-            f"(config.adapter.target_dim); got rows {table.shape[1]} wide"
+            f"(config.adapter.target_dim); got rows {rows.shape[1]} wide"
         )
     heads, width, f = cfg.heads, cfg.head_dim, cfg.ffn_dim
     if not heads or not width or not f:
         raise ValueError("config.adapter heads/head_dim/ffn_dim are 0: call resolve_sizes first")
-    params = {"table": jnp.asarray(table, jnp.float32), "pos": jnp.zeros((cfg.max_positions, d))}
+    params = {"table": jnp.asarray(rows, jnp.float32), "pos": jnp.zeros((cfg.max_positions, d))}
     for i in range(cfg.layers):
         params.update({f"block{i}.{k}": jnp.zeros(s) for k, s in _shapes(d, heads, width, f)})
     return params
@@ -132,33 +132,33 @@ def run_blocks(p: dict, x: jax.Array, mask: jax.Array, pooled: bool = False) -> 
     return x
 
 
-def apply_states(params: dict, table: Any, ids: jax.Array, mask: jax.Array | None = None):
+def apply_states(params: dict, frozen: Any, ids: jax.Array, mask: jax.Array | None = None):
     """(token vectors [b, l, d], {"input": the rows the blocks start from})."""
-    p = merge(params, table if isinstance(table, dict) else None)
+    p = merge(params, frozen if isinstance(frozen, dict) else None)
     mask = jnp.ones(ids.shape, jnp.int32) if mask is None else mask
     start = embed_rows(p, ids, mask)
     return run_blocks(p, start, mask), {"input": start}
 
 
-def apply_pooled(params: dict, table: Any, ids: jax.Array, mask: jax.Array) -> jax.Array:
+def apply_pooled(params: dict, frozen: Any, ids: jax.Array, mask: jax.Array) -> jax.Array:
     """The served sentence vector: the masked mean of :func:`apply` [b, d], computed with
     the last LayerNorm's ``2·d·d`` per sentence rather than per token (exact)."""
-    p = merge(params, table if isinstance(table, dict) else None)
+    p = merge(params, frozen if isinstance(frozen, dict) else None)
     return run_blocks(p, embed_rows(p, ids, mask), mask, pooled=True)
 
 
-def apply(params: dict, table: Any, ids: jax.Array, mask: jax.Array | None = None):
+def apply(params: dict, frozen: Any, ids: jax.Array, mask: jax.Array | None = None):
     """Token vectors [batch, length, target_dim] after the transferred blocks.
 
-    ``table``: the frozen transferred weights (:func:`from_teacher`) in training, ``None``
+    ``frozen``: the frozen transferred weights (:func:`from_teacher`) in training, ``None``
     for merged params (an export).
     """
-    return apply_states(params, table, ids, mask)[0]
+    return apply_states(params, frozen, ids, mask)[0]
 
 
-def materialize(params: dict, table: Any) -> None:
+def materialize(params: dict, frozen: Any) -> None:
     """None: a contextual student has no plain-table equivalent."""
-    del params, table
+    del params, frozen
     return None
 
 
