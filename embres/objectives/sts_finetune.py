@@ -307,7 +307,7 @@ def prepare(
     student, first_meta = first_stage(config, adapter, path)
     meta = export_meta(config, first_meta, path, student)
     host, batch_size = common.host_model(model), config.eval.batch_size
-    # a transfer's kept rows are frozen, not params: its params hold the trained rows only
+    # None: adapter.init on the trained rows (a transfer's and a static student's start)
     start = None if isinstance(student, TransferStudent) else student.start_params()
     return Plan(
         init_table=student.trained_rows(),
@@ -322,7 +322,7 @@ def prepare(
         student=lambda params: student.student(params, batch_size),
         teacher=lambda: stages.teacher_embedder(host, batch_size),
         export=lambda params, directory: student.export(params, directory, meta),
-        vocab_size=len(student.trained_rows()),
+        vocab_size=len(student.trained_rows()),  # a transfer's kept rows are no params
         init_params=start,
     )
 

@@ -142,19 +142,19 @@ def cached_layers(config: Any, start: int, last: int) -> tuple[int, ...]:
 
 
 def basis_facts(config: Any, host: Any, corpus_key: dict, start: int, width: int) -> dict:
-    """What the basis, the rows and the cached states are computed from, exactly: stored in
+    """What the basis and the cached states are computed from, exactly: stored in
     the checkpoint so a resume checks its inputs, never a float result (a PCA on another
     backend rounds differently)."""
     return {
         "teacher": str(host.path),
         "dtype": str(config.dtype),
         "heldout": int(config.data.heldout),
+        "max_length": int(config.data.max_length),
         "corpus": corpus_key,
         "row_layer": start,
         "basis_layers": sorted({start, host.config.num_layers}),
         "width": width,
         "basis_sentences": int(config.objective.basis_sentences),
-        "row_pooling": config.objective.row_pooling,
     }
 
 
