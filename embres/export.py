@@ -218,6 +218,52 @@ def _check_replaceable(out: Path) -> None:
         )
 
 
+# What a training workdir holds (embres.train): a save there would sit beside its export/.
+_WORKDIR_MARKERS = ("checkpoints", "train_config.json", "export")
+
+
+def _check_not_a_workdir(out: Path) -> None:
+    """Refuses to save into a training workdir (beside its ``export/``).
+
+    ``load(workdir)`` would then read one model and ``load(workdir/export)`` another, and
+    ``evaluate --model workdir`` would measure one of them: two models, one name.
+    """
+    found = [name for name in _WORKDIR_MARKERS if (out / name).exists()]
+    if found:
+        raise UsageError(
+            f"{out} is a training workdir (it holds {', '.join(found)}); a model saved there "
+            f"would sit beside the trained one in {out / 'export'}. Save to another directory, "
+            f"e.g. {out.parent / (out.name + '-saved')}"
+        )
+
+
+class NonFiniteExportError(ValueError):
+    """A model to export holds NaN or inf (a diverged run); nothing was written."""
+
+
+def check_finite(arrays: dict[str, Any], what: str) -> None:
+    """Refuses to export ``arrays`` ({name: array}) when one holds NaN or inf, naming it.
+
+    Raises:
+      NonFiniteExportError: naming ``what``, the first array with non-finite values, how
+        many it holds and where the first one is.
+    """
+    from embres.arrays import to_host
+
+    for name, value in arrays.items():
+        array = np.asarray(to_host(value))
+        if not np.issubdtype(array.dtype, np.floating) and array.dtype.name != "bfloat16":
+            continue
+        bad = ~np.isfinite(array.astype(np.float32))
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise NonFiniteExportError(
+                f"refusing to export {what}: {name} {tuple(array.shape)} holds "
+                f"{int(bad.sum()):,} non-finite values (NaN/inf; the first at {first}), a "
+                "diverged run? Nothing was written"
+            )
+
+
 def _report_replace(out: Path, overwritten: list[str], removed: list[str]) -> None:
     """One line saying what a save replaced in ``out`` (nothing when ``out`` was empty).
 
@@ -277,6 +323,7 @@ def _staged_save(directory: str | os.PathLike) -> Iterator[Path]:
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out} is a file; expected a directory to save the model in")
     if out.is_dir():
+        _check_not_a_workdir(out)
         _check_replaceable(out)
     created = files.first_missing(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -341,6 +388,7 @@ def export_static(
         )
     if not keep_float32 and not int8:
         raise ValueError("keep_float32=False needs int8=True: the directory would hold no table")
+    check_finite({"the table": table, **(adapter_params or {})}, f"a model to {directory}")
     stored = stored_table(table, dtype) if keep_float32 else None  # checked before any write
     with _staged_save(directory) as stage:
         _write_static(
@@ -439,8 +487,6 @@ def load_static_table(directory: str | os.PathLike, int8: bool | None = None) ->
       FileNotFoundError: naming the file that is missing.
       ValueError: naming the file, when it holds no static table (e.g. a transformer's).
     """
-    from safetensors.numpy import load_file
-
     path = Path(directory)
     if int8 is None:
         int8 = not (path / FLOAT_FILE).exists() and (path / INT8_FILE).exists()
@@ -449,7 +495,7 @@ def load_static_table(directory: str | os.PathLike, int8: bool | None = None) ->
         hint = "export with int8=True" if int8 else "it was saved int8-only; load with int8=True"
         raise FileNotFoundError(f"{path / name} not found ({hint})")
     wanted = ("embeddings_int8", "scales") if int8 else ("embeddings",)
-    tensors = load_file(str(path / name))
+    tensors = _load_safetensors(path / name)
     if not all(key in tensors for key in wanted):
         raise UsageError(
             f"{path / name} holds tensors {sorted(tensors)[:5]}, not a static table "
@@ -458,6 +504,27 @@ def load_static_table(directory: str | os.PathLike, int8: bool | None = None) ->
     if int8:
         return dequantize_int8(tensors["embeddings_int8"], tensors["scales"])
     return np.asarray(tensors["embeddings"], np.float32)
+
+
+def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor of ``path``; a damaged or empty file is named with what is wrong.
+
+    Raises:
+      UnreadableFileError (a ValueError): naming the file and why it cannot be read.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    from embres.models.hf import UnreadableFileError, safetensors_problem
+
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        why = safetensors_problem(path) or "it is damaged"
+        raise UnreadableFileError(
+            f"{path} is not a readable safetensors file: {why}; export the model again "
+            f"(safetensors says: {e})"
+        ) from e
 
 
 def _transformer_type(path: Path) -> str | None:
@@ -554,11 +621,9 @@ def load_student(directory: str | os.PathLike, int8: bool | None = None, static:
     max_length = int(meta.get("max_length", STATIC_MAX_LENGTH))
     kind = meta.get("adapter", "static")
     if (path / ADAPTER_FILE).exists() and not int8 and not static:
-        from safetensors.numpy import load_file
-
         from embres import adapters
 
-        params = load_file(str(path / ADAPTER_FILE))
+        params = _load_safetensors(path / ADAPTER_FILE)
         embedder: Any = AdapterEmbedder(
             adapters.get(kind), params, tokenizer, normalize=normalize, max_length=max_length
         )
@@ -645,6 +710,7 @@ def export_compressed_teacher(
     from safetensors.numpy import save_file
 
     _check_not_the_teacher(model, directory)
+    check_finite({"the table": table, **factors}, f"a compressed teacher to {directory}")
     flat = traverse_util.flatten_dict(model.params)
     flat[model.table_path] = np.asarray(table, np.float32)
     with _staged_save(directory) as out:
@@ -702,6 +768,10 @@ def export_transfer(model: Any, meta: dict[str, Any], directory: str | os.PathLi
       directory: output directory (created; an earlier model there is replaced, and said so).
     """
     _check_not_the_teacher(model, directory)
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(model.params, sep="/")
+    check_finite(flat, f"a transferred model to {directory}")
     with _staged_save(directory) as out:
         model.save(out)
         for name in TOKENIZER_FILES:

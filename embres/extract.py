@@ -27,6 +27,7 @@ shows it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import logging
@@ -133,7 +134,12 @@ class EmbeddingExtractor:
     def resolve_layer(self, layer: int) -> int:
         """Maps a layer index (negative counts from the end; 0 = input embeddings) to [0, L]."""
         n = self.num_layers
-        if not isinstance(layer, (int, np.integer)) or not -(n + 1) <= layer <= n:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(
+                f"layer={layer!r} ({type(layer).__name__}); expected an int layer index in "
+                f"-{n + 1}..{n} (0 = input embeddings, -1 = the last layer)"
+            )
+        if not -(n + 1) <= layer <= n:
             raise ValueError(
                 f"layer={layer!r} is out of range; this model has layers -{n + 1}..{n}"
             )
@@ -153,8 +159,14 @@ class EmbeddingExtractor:
     def _settings(self, layer, pooling, normalize):
         depth = self.resolve_layer(layer)
         pooling = pooling_lib.check_pooling(pooling or self.model.pooling)
-        normalize = self.model.normalize if normalize is None else bool(normalize)
-        return depth, pooling, normalize
+        if normalize is None:
+            normalize = self.model.normalize
+        elif not isinstance(normalize, (bool, np.bool_)):  # bool("no") would be True
+            raise TypeError(
+                f"normalize={normalize!r} ({type(normalize).__name__}); expected True, False "
+                "or None (the model's default)"
+            )
+        return depth, pooling, bool(normalize)
 
     def extract_embeddings(
         self,
@@ -245,20 +257,28 @@ class EmbeddingExtractor:
 
         Rows are written chunk by chunk (memory is bounded by ``chunk_size``); the file opens
         with ``np.load(path, mmap_mode="r")``. A JSON sidecar (``<path>.json``) records model,
-        layer, pooling, normalize, count and dim.
+        layer, pooling, normalize, count, dim and the rows' ``sha256``;
+        :func:`load_extracted` reads the two together.
 
         The file appears only when complete: rows go to a partial file of this call's own
         (``<path>.<pid>.<random>.partial``), renamed onto ``path`` at the end and removed on
-        any error (a bad text, Ctrl-C). One call writes a path at a time: a second one, from
-        any process, raises :class:`embres.locking.LockedError` naming the first
+        any error (a bad text, Ctrl-C). The new sidecar is written in full first, as
+        ``<path>.json.pending``, then the rows are renamed onto ``path``, then the sidecar
+        onto ``<path>.json``: a crash between the renames leaves the new rows and their
+        sidecar (still pending), which :func:`load_extracted` pairs by the rows' digest, and
+        the next call to this path completes the rename. At every point a reader gets
+        either the old pair or the new one. One call writes a path at a time: a second
+        one, from any process, raises :class:`embres.locking.LockedError` naming the first
         (``<path>.lock``). Partial files left by a killed writer are removed by the next.
 
         Raises:
-          TypeError: a text is not a string (named by its index in the stream), or ``texts``
-            is a single string.
+          TypeError: a text is not a string (named by its index in the stream), ``texts``
+            is a single string, or a setting has the wrong type.
           ValueError: a text is not valid Unicode (named by its index); bad settings.
           LockedError: another call is writing ``path``.
           FileNotFoundError: the folder of ``path`` does not exist.
+          IsADirectoryError: ``path`` (or its sidecar's name) is a directory; checked
+            before anything is computed.
         """
         depth, pooling, normalize = self._settings(layer, pooling, normalize)
         if pooling == "none":
@@ -268,8 +288,7 @@ class EmbeddingExtractor:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size={chunk_size} must be a positive integer")
         path = Path(path)
-        if not path.parent.is_dir():  # checked first: the lock would create the folder
-            raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+        _check_destination(path)
         total = len(texts) if hasattr(texts, "__len__") else None
         iterator = iter(texts)
         lock = FileLock(
@@ -282,44 +301,127 @@ class EmbeddingExtractor:
                 log.warning("%s: %s", path, lock.took_over())
             if lock.held:  # no live writer can own a partial file of this path now
                 _remove_stale_partials(path)
-            with _Progress(total, f"extract_to {path.name}", bar=progress) as reporter:
-                count = self._write_npy(
-                    path, iterator, depth, pooling, normalize, chunk_size, reporter
-                )
+                _settle_pending_sidecar(path)
             meta = {
                 "model": self.model.name,
                 "layer": depth,
                 "pooling": pooling,
                 "normalize": normalize,
-                "count": count,
                 "dim": self.dim,
                 "dtype": "float32",
             }
-            sidecar = path.with_name(path.name + ".json")
-            _write_atomically(sidecar, json.dumps(meta, indent=2).encode())
+            with _Progress(total, f"extract_to {path.name}", bar=progress) as reporter:
+                self._write_npy(path, iterator, meta, chunk_size, reporter)
         return path
 
-    def _write_npy(self, path, iterator, depth, pooling, normalize, chunk_size, reporter) -> int:
-        """Embeds ``iterator`` chunk by chunk into ``path`` (atomically); returns the row count."""
+    def _write_npy(self, path, iterator, meta, chunk_size, reporter) -> None:
+        """Embeds ``iterator`` chunk by chunk into ``path`` and its sidecar (see extract_to)."""
+        depth, pooling, normalize = meta["layer"], meta["pooling"], meta["normalize"]
         partial = _partial_path(path)
+        digest = hashlib.sha256()
         try:
             with open(partial, "wb") as f:
                 f.write(_npy_header(0, self.dim))
                 count = 0
                 while chunk := list(itertools.islice(iterator, chunk_size)):
                     vectors = self._embed(chunk, depth, pooling, normalize, reporter, count)
-                    f.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+                    rows = np.ascontiguousarray(vectors, dtype="<f4").tobytes()
+                    f.write(rows)
+                    digest.update(rows)
                     count += len(chunk)
                 f.seek(0)
                 f.write(_npy_header(count, self.dim))
                 f.flush()
                 os.fsync(f.fileno())  # the rename must not reach the disk before the rows
-            os.replace(partial, path)
+            pending = _pending_sidecar(path)
+            sidecar = dict(meta, count=count, sha256=digest.hexdigest())
+            _write_atomically(pending, json.dumps(sidecar, indent=2).encode())
+            os.replace(partial, path)  # new rows; their sidecar is pending (load_extracted)
+            os.replace(pending, _sidecar(path))
         finally:
             # After the rename the name is gone; after any error (a bad text, Ctrl-C, a full
             # disk) this removes the half-written rows.
             partial.unlink(missing_ok=True)
-        return count
+
+
+def load_extracted(path: str | os.PathLike, mmap_mode: str | None = "r"):
+    """The rows ``extract_to`` wrote at ``path`` and their sidecar, as ``(array, meta)``.
+
+    Reads ``<path>.json``, or the pending sidecar that a writer stopped between its two
+    renames left (the one whose ``sha256`` the rows have), so the pair always belongs
+    together.
+
+    Raises:
+      ValueError: naming both, when no sidecar describes the rows (count or digest differ).
+      FileNotFoundError: ``path`` or its sidecar is missing.
+    """
+    path = Path(path)
+    rows = np.load(path, mmap_mode=mmap_mode)
+    pending = _pending_sidecar(path)
+    if pending.exists():
+        meta = json.loads(pending.read_text())
+        if meta.get("count") == len(rows) and meta.get("sha256") == _rows_digest(path):
+            return rows, meta
+    meta = json.loads(_sidecar(path).read_text())
+    if meta.get("count") != len(rows) or meta.get("dim") != rows.shape[1]:
+        raise ValueError(
+            f"{_sidecar(path)} says count={meta.get('count')}, dim={meta.get('dim')} but {path} "
+            f"holds {rows.shape}; they are not a pair (re-run extract_to)"
+        )
+    return rows, meta
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _pending_sidecar(path: Path) -> Path:
+    """Where a new sidecar waits while its rows are renamed into place."""
+    return path.with_name(path.name + ".json.pending")
+
+
+def _rows_digest(path: Path, rows_per_read: int = 65536) -> str:
+    """sha256 of the rows of ``path`` (little-endian float32, row-major), read in chunks."""
+    rows = np.load(path, mmap_mode="r")
+    digest = hashlib.sha256()
+    for start in range(0, len(rows), rows_per_read):
+        chunk = rows[start : start + rows_per_read]
+        digest.update(np.ascontiguousarray(chunk, dtype="<f4").tobytes())
+    return digest.hexdigest()
+
+
+def _settle_pending_sidecar(path: Path) -> None:
+    """Completes or drops a sidecar a killed writer left pending (with ``path``'s lock held).
+
+    It describes ``path`` when the writer died between its two renames (renamed into place
+    here); else the rows never arrived, and it is removed.
+    """
+    pending = _pending_sidecar(path)
+    if not pending.exists():
+        return
+    try:
+        meta = json.loads(pending.read_text())
+        matches = path.is_file() and meta.get("sha256") == _rows_digest(path)
+    except (OSError, ValueError):
+        matches = False
+    if matches:
+        log.warning("%s: completing the sidecar an interrupted extract_to left pending", path)
+        os.replace(pending, _sidecar(path))
+    else:
+        log.warning("removing %s, left by an extract_to that did not finish", pending)
+        pending.unlink(missing_ok=True)
+
+
+def _check_destination(path: Path) -> None:
+    """Refuses, before anything is computed, a destination the rows could not be moved to."""
+    for target in (path, _sidecar(path)):
+        if target.is_dir():
+            raise IsADirectoryError(
+                f"cannot write {target}: it is a directory; expected a .npy file path (e.g. "
+                f"{path / 'embeddings.npy'}); nothing was computed"
+            )
+    if not path.parent.is_dir():  # checked first: the lock would create the folder
+        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
 
 
 def _fetched(indices, mask, result):
@@ -358,7 +460,7 @@ def _remove_stale_partials(path: Path) -> None:
 
     Called only with the path's lock held, so none of them belongs to a live writer.
     """
-    pattern = re.compile(re.escape(path.name) + r"(\.json)?\.\d+\.[0-9a-f]{8}\.partial")
+    pattern = re.compile(re.escape(path.name) + r"(\.json(\.pending)?)?\.\d+\.[0-9a-f]{8}\.partial")
     for leftover in path.parent.iterdir():
         if pattern.fullmatch(leftover.name):
             log.warning("removing %s, left by an extract_to that did not finish", leftover)
@@ -369,7 +471,10 @@ def _write_atomically(path: Path, data: bytes) -> None:
     """Writes ``data`` to ``path`` through a partial file and a rename: never half a file."""
     partial = _partial_path(path)
     try:
-        partial.write_bytes(data)
+        with open(partial, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # complete on disk before its name can be
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ a static table has no notion of "the token that has seen the whole text".
 
 from __future__ import annotations
 
+import hashlib
 import os
 import reprlib
 import time
@@ -38,7 +39,10 @@ class ModelAdapter:
       target_dim: output width (at most the teacher's width).
       layer: teacher layer to distil from (``-1`` last; ``"mean"`` averages the blocks).
       normalize: L2-normalise sentence vectors.
-      corpus: optional texts whose token counts set the SIF weights (else a Zipf prior).
+      corpus: optional texts whose token counts set the SIF weights (else a Zipf prior):
+        a list of strings, or a text file (a path, ``str`` or ``os.PathLike``, or a
+        ``"text:PATH"`` spec; read as UTF-8 under the rule of ``text:`` sources). A string
+        is never taken as texts. :meth:`fit` trains on the same corpus.
     """
 
     def __init__(
@@ -59,6 +63,8 @@ class ModelAdapter:
 
         if not isinstance(target_dim, int) or target_dim <= 0:
             raise ValueError(f"target_dim={target_dim!r}; expected a positive integer")
+        _check_layer(layer)
+        corpus = _check_corpus(corpus)
         teacher = load_model(source_model)
         if target_dim > teacher.config.hidden_size:
             raise ValueError(
@@ -66,7 +72,8 @@ class ModelAdapter:
             )
         counts = None
         if corpus is not None:
-            counts = token_counts(teacher.tokenizer, corpus, teacher.config.vocab_size)
+            texts = _read_lines(corpus) if isinstance(corpus, Path) else corpus
+            counts = token_counts(teacher.tokenizer, texts, teacher.config.vocab_size)
         result = distill_vocabulary(teacher, target_dim, layer=layer, counts=counts)
         self.source_model = str(source_model)
         self.source_path = str(teacher.path)
@@ -149,13 +156,18 @@ class ModelAdapter:
             (default ``workdirs/fit_<target_dim>``).
 
         Raises:
-          ValueError: for overrides that are not a dict, an unknown override key or
-            ``normalize=False``.
+          ValueError: for overrides that are not a dict, an unknown override key,
+            ``normalize=False``, a ``workdir`` that is a file, or texts other than those the
+            workdir's checkpoint was trained on (naming both).
+          LockedError: another run holds the workdir (checked before corpus.txt is written).
         """
         from embres.train import train_and_evaluate
 
         workdir = Path(workdir or f"workdirs/fit_{self.target_dim}")
-        config = self._fit_config(config_or_overrides, workdir)
+        _check_workdir(workdir)
+        config, texts = self._fit_config(config_or_overrides, workdir)
+        if texts is not None:
+            _write_corpus(texts, workdir)
         _report(_start_message(config, workdir))
         started = time.perf_counter()
         train_and_evaluate(config, workdir)
@@ -172,17 +184,17 @@ class ModelAdapter:
         return self
 
     def _fit_config(self, config_or_overrides: Any, workdir: Path):
-        """The config :meth:`fit` trains; refuses a mistake before anything is written.
+        """``(config, texts)``: the config :meth:`fit` trains, and texts to write as its corpus.
 
-        A corpus given as texts is written to ``<workdir>/corpus.txt`` only once the
-        overrides are known good, and only when they do not name another source.
+        Refuses a mistake before anything is written. Texts are returned (for
+        ``<workdir>/corpus.txt``) only when the overrides do not name another source.
         """
         import ml_collections
 
         from embres import configlib
 
         if isinstance(config_or_overrides, ml_collections.ConfigDict):
-            return config_or_overrides
+            return config_or_overrides, None
         overrides = _check_overrides(config_or_overrides)
         if not self.embedder.normalize:
             raise UsageError(
@@ -197,8 +209,8 @@ class ModelAdapter:
             config.data.source = corpus_spec
         configlib.apply_overrides(config, overrides)
         if texts is not None and config.data.source == corpus_spec:
-            _write_corpus(texts, workdir)
-        return config
+            return config, texts
+        return config, None
 
     def save(
         self,
@@ -216,7 +228,8 @@ class ModelAdapter:
 
         A model already in ``directory`` is replaced (and said so); weight files of an
         earlier save that this one does not write are removed, so the directory always
-        holds one model. See :mod:`embres.export`.
+        holds one model. A training workdir (``checkpoints/``, ``train_config.json`` or
+        ``export/`` in it) is refused: its model is in ``export/``. See :mod:`embres.export`.
 
         Args:
           directory: output directory.
@@ -321,38 +334,144 @@ def _start_message(config: Any, workdir: Path) -> str:
     )
 
 
+# The teacher layers ModelAdapter distils from besides an index (embres.distill).
+LAYER_NAMES = ("mean",)
+
+
+def _check_layer(layer: Any) -> None:
+    """Refuses a ``layer`` that is neither an int index nor one of :data:`LAYER_NAMES`."""
+    if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+        return  # its range is checked against the teacher's depth (embres.distill)
+    if isinstance(layer, str) and layer in LAYER_NAMES:
+        return
+    raise ValueError(
+        f"layer={layer!r}; expected an int layer index (-1 = the last layer, 0 = the input "
+        f"embeddings) or one of {list(LAYER_NAMES)} (the average of all blocks)"
+    )
+
+
+_CORPUS_FORMS = "a list of texts, a text file's path, or a 'text:PATH' spec"
+
+
+def _check_corpus(corpus: Any) -> Any:
+    """``corpus`` as texts or a :class:`Path` to a text file; a string is never texts.
+
+    Raises:
+      FileNotFoundError: a path (or ``text:`` spec) that names no file.
+      ValueError: a ``tfds:`` spec (read by :meth:`ModelAdapter.fit` only), or a corpus
+        whose file is not UTF-8 text (the rule of ``text:`` sources).
+    """
+    if corpus is None or not isinstance(corpus, (str, os.PathLike)):
+        return corpus
+    if isinstance(corpus, str) and corpus.startswith("tfds:"):
+        raise UsageError(
+            f"corpus={corpus!r}: a tfds source is read by training only; pass it to fit as "
+            f"{{'data.source': {corpus!r}}}, or give here {_CORPUS_FORMS}"
+        )
+    shown = corpus
+    if isinstance(corpus, str) and corpus.startswith("text:"):
+        corpus = corpus[len("text:") :]
+    path = Path(corpus).expanduser()
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "not an existing file"
+        raise FileNotFoundError(f"corpus={str(shown)!r} is {what}; expected {_CORPUS_FORMS}")
+    from embres.data.text import check_utf8
+
+    check_utf8(path)  # warns about a few bad lines, refuses a file that is mostly not UTF-8
+    return path.absolute()
+
+
+def _read_lines(path: Path):
+    """The non-empty lines of a text file (bad bytes read as U+FFFD, as ``text:`` reads)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                yield line.rstrip("\n")
+
+
+def _check_workdir(workdir: Path) -> None:
+    """Refuses, before any work, a ``workdir`` that exists and is not a directory."""
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(
+            f"workdir={str(workdir)!r} is a file; expected a directory (new or holding an "
+            "earlier fit) for checkpoints, metrics and the export (nothing was trained)"
+        )
+
+
 def _corpus_spec(corpus: Any, workdir: Path) -> tuple[str | None, Any]:
     """(the ``config.data.source`` for ``corpus``, texts to write there or None).
 
-    A spec string is used as it is; texts go to ``<workdir>/corpus.txt`` (written later, by
-    :func:`_write_corpus`, once the rest of the config is known good).
+    A text file is trained on where it is; texts go to ``<workdir>/corpus.txt`` (written
+    later, by :func:`_write_corpus`, once the rest of the config is known good).
     """
     if corpus is None:
         return None, None
-    if isinstance(corpus, str) and corpus.split(":", 1)[0] in ("text", "tfds"):
-        return corpus, None
     if isinstance(corpus, (str, os.PathLike)):
-        raise UsageError(
-            f"corpus={str(corpus)!r}; expected texts, or a 'text:PATH' / 'tfds:NAME' spec"
-        )
+        return f"text:{_check_corpus(corpus)}", None
     return f"text:{workdir / 'corpus.txt'}", corpus
 
 
 def _write_corpus(texts: Any, workdir: Path) -> None:
     """Writes texts one per line (whitespace collapsed, empty ones dropped) to corpus.txt.
 
-    Written aside and renamed, so an interrupted write never leaves half a corpus that a
-    resumed fit would train on.
+    Under the workdir's lock (``<workdir>/.lock``, the one ``embres.train`` takes), so a
+    fit on a busy workdir is refused before it touches the running run's corpus. A
+    workdir holding a checkpoint keeps its corpus: texts that differ from it (by sha256)
+    are refused, naming both, since the checkpoint's saved position is an offset into
+    that file. Written aside and renamed, so an interrupted write never leaves half a
+    corpus that a resumed fit would train on.
     """
-    workdir.mkdir(parents=True, exist_ok=True)
+    from embres.checkpointing import newest_meta
+    from embres.locking import FileLock
+
     path = workdir / "corpus.txt"
-    partial = path.with_name(f"corpus.txt.partial-{os.getpid()}")
-    try:
-        with open(partial, "w", encoding="utf-8") as f:
-            for text in texts:
-                line = " ".join(str(text).split())
-                if line:
-                    f.write(line + "\n")
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    lock = FileLock(
+        workdir / ".lock",
+        f"workdir {workdir}",
+        hint="Wait for that run to finish, or give this fit another workdir",
+    )
+    with lock:
+        partial = path.with_name(f"corpus.txt.partial-{os.getpid()}")
+        try:
+            digest, lines = _write_lines(texts, partial)
+            newest = newest_meta(workdir / "checkpoints")
+            if newest is not None:
+                _check_same_corpus(path, newest[0], digest, lines)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def _write_lines(texts: Any, path: Path) -> tuple[str, int]:
+    """Writes ``texts`` one per line to ``path``; returns (sha256 of the bytes, lines)."""
+    digest, lines = hashlib.sha256(), 0
+    with open(path, "wb") as f:
+        for text in texts:
+            line = " ".join(str(text).split())
+            if line:
+                data = (line + "\n").encode("utf-8")
+                f.write(data)
+                digest.update(data)
+                lines += 1
+    return digest.hexdigest(), lines
+
+
+NEWLINE = b"\n"
+
+
+def _check_same_corpus(path: Path, step: int, digest: str, lines: int) -> None:
+    """Refuses texts other than the ``corpus.txt`` a checkpoint (at ``step``) trained on."""
+    if path.is_file():
+        data = path.read_bytes()
+        old = hashlib.sha256(data).hexdigest()
+        if old == digest:
+            return
+        held = f"{path} (sha256 {old[:12]}, {data.count(NEWLINE):,} lines)"
+    else:
+        held = f"a {path} that is no longer there"
+    raise UsageError(
+        f"{path.parent} holds a checkpoint (step {step}) trained on {held}, but this fit's "
+        f"texts differ (sha256 {digest[:12]}, {lines:,} lines); resuming would read its saved "
+        f"position in other texts. Use another workdir, or delete {path.parent / 'checkpoints'}"
+        " to start over"
+    )

@@ -69,6 +69,8 @@ class StaticEmbedder:
 
     def encode(self, texts: Sequence[str], dims: int | None = None) -> np.ndarray:
         """Embeds texts: numpy [n, dims or dim]. ``dims`` truncates (Matryoshka tables)."""
+        if dims is not None:
+            check_dims(dims, self.dim)
         ids = self.token_ids(texts)
         width = self.dim if dims is None else dims
         if not ids:
@@ -117,6 +119,14 @@ class StaticEmbedder:
         backend.enable_truncation(self.max_length)
         self.table, self.tokenizer, self._backend = table, tokenizer, backend
         return ids
+
+
+def check_dims(dims, dim: int) -> None:
+    """Refuses a Matryoshka truncation ``dims`` outside 1..``dim`` (or not an int)."""
+    if isinstance(dims, bool) or not isinstance(dims, (int, np.integer)) or not 1 <= dims <= dim:
+        raise ValueError(
+            f"dims={dims!r}; expected an int in 1..{dim} (the model's width), or None for all {dim}"
+        )
 
 
 class AdapterEmbedder:

@@ -236,6 +236,17 @@ def family_of(name_or_path: str | os.PathLike, allow_download: bool = True) -> M
     """
     path = resolve(name_or_path, allow_download=allow_download)
     model_type = hf.read_json(path / "config.json", expect=dict).get("model_type")
+    if model_type == "model2vec":  # a static model: a table, no transformer to run
+        if (path / "embres_static.json").exists():
+            kind = "embres export"
+            how = f"embres.ModelAdapter.load({str(path)!r}) (a StaticEmbedder; .adapt(texts))"
+        else:
+            kind = "Model2Vec model"
+            how = f"model2vec.StaticModel.from_pretrained({str(path)!r})"
+        raise ValueError(
+            f"{path} is a static {kind} (model_type 'model2vec': a table, no transformer for "
+            f"EmbeddingExtractor to run); load it with {how}"
+        )
     if model_type not in FAMILIES:
         raise ValueError(
             f"{path}: model_type={model_type!r} is not ported; supported: {sorted(FAMILIES)}"
@@ -267,6 +278,36 @@ def _sentence_defaults(path: Path, family: ModuleType) -> tuple[str, bool, int |
     if st_cfg.exists():
         max_len = hf.read_json(st_cfg, expect=dict).get("max_seq_length")
     return pooling, normalize, max_len
+
+
+def _param_shapes(module: nn.Module, path: Path, family: ModuleType, config, allow_pickle):
+    """The tree of parameter shapes ``config`` gives (``jax.eval_shape``, no memory spent).
+
+    Every shape is then checked against the checkpoint (:func:`hf.load_params`). A
+    ``config.json`` from another model (``hidden_size`` 512 beside 384-wide weights) can
+    make the module itself fail to build (512 does not split into 12 heads); the
+    checkpoint's table is then compared with the config, so the error names that mismatch
+    rather than a reshape deep in the module.
+
+    Raises:
+      CheckpointMismatchError: the table's shape is not the config's.
+      UnreadableFileError (a ValueError): the config describes no buildable model.
+    """
+    dummy = jnp.ones((1, 2), jnp.int32)
+    try:
+        return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), dummy, dummy))["params"]
+    except (TypeError, ValueError) as e:
+        expected = (config.vocab_size, config.hidden_size)
+        hf.check_table_fits(path, family.KEY_MAP, family.TABLE_PATH, expected, allow_pickle)
+        heads = getattr(config, "num_heads", None)
+        why = (
+            f"hidden_size {config.hidden_size} is not a multiple of the {heads} attention heads"
+            if heads and config.hidden_size % heads
+            else str(e).splitlines()[0]
+        )
+        raise UnreadableFileError(
+            f"{path / 'config.json'} describes no buildable model: {why}"
+        ) from e
 
 
 def load_model(
@@ -321,8 +362,7 @@ def load_model(
         param_dtype=layers.resolve_dtype(param_dtype),
         attention=attention,
     )
-    dummy = jnp.ones((1, 2), jnp.int32)
-    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), dummy, dummy))["params"]
+    shapes = _param_shapes(module, path, family, config, allow_pickle)
     placements = None
     if table_sharding is not None:
         from embres.arrays import padded_rows

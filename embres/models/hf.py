@@ -31,9 +31,17 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint does not fit the model; the message lists every offending key."""
 
     def __init__(
-        self, source: str, missing: list[str], unexpected: list[str], misshapen: list[str]
+        self,
+        source: str,
+        missing: list[str],
+        unexpected: list[str],
+        misshapen: list[str],
+        summary: str | None = None,
     ):
         self.missing, self.unexpected, self.misshapen = missing, unexpected, misshapen
+        if summary is not None:  # one line said instead of the list
+            super().__init__(summary)
+            return
         lines = [f"checkpoint {source} does not fit the model:"]
         for title, keys in (
             ("missing", missing),
@@ -225,6 +233,44 @@ class _TensorSource:
         if block.shape != wanted:  # the block reaches into padding rows
             block = np.pad(block, [(0, w - g) for w, g in zip(wanted, block.shape, strict=True)])
         return block
+
+
+def check_table_fits(
+    directory: str | os.PathLike,
+    key_map: list[tuple[str, str, str | None]],
+    table_path: str,
+    expected: tuple[int, ...],
+    allow_pickle: bool = False,
+) -> None:
+    """Refuses a checkpoint whose input table is not ``expected`` (``config.json``'s shape).
+
+    The first check of a folder whose ``config.json`` belongs to another model: the table is
+    the one tensor every family has, and its width is ``hidden_size``.
+
+    Raises:
+      CheckpointMismatchError: naming the checkpoint key, the shape config.json implies and
+        the shape found.
+    """
+    source = _TensorSource(Path(directory), allow_pickle)
+    for key in sorted(source.key_to_file):
+        hit = _match(key, key_map)
+        if hit is None or hit[0] != table_path:
+            continue
+        found = source.shape(key)
+        found = found[::-1] if hit[1] == "T" else found
+        if tuple(found) != tuple(expected):
+            raise CheckpointMismatchError(
+                source.description,
+                [],
+                [],
+                [key],
+                summary=(
+                    f"checkpoint {source.description} does not fit {Path(directory) / 'config.json'}"
+                    f": first mismatch {key}: expected {tuple(expected)} (vocab_size, hidden_size "
+                    f"of config.json), found {tuple(found)}; the config belongs to another model"
+                ),
+            )
+        return
 
 
 def _match(key: str, key_map: list[tuple[str, str, str | None]]) -> tuple[str, str | None] | None:
