@@ -1,20 +1,26 @@
-r"""The language ablations: each row one ``embres.train`` command, run in order, tabulated.
+r"""The language students and the data-scaling study: each row one ``embres.train`` command.
 
-    python bench/language.py                       # every row (about an hour on 2 cores)
-    python bench/language.py --rows static,transfer --root runs/tr
+    python bench/language.py --rows students           # the students and their second stages
+    python bench/language.py --rows scaling            # static and hybrid against data size
+    python bench/language.py --rows static,static_ft --root runs/tr
 
 Every row is a command a user runs (printed before it runs), in its own workdir under
-``--root``; rows that start from another row's export (the second stage) run after it. The
-teacher's vectors of the parallel sentences are shared through one cache folder
-(``--config.data.cache_dir``), so only the first row pays for them; the wall time of each
-row is the whole command (the teacher's own evaluations, the same in every row, are kept in
-``<root>/teacher_evals`` after the first: ``EMBRES_TEACHER_EVAL_CACHE``). The numbers are the run's own end-of-training evaluations
-(``summary`` lines of its ``metrics.jsonl``; dev splits): STSb-TR dev, STS-B dev, SICK
-trial (Spearman x100), bitext recall@1 TR->EN / EN->TR on STS-B dev <-> STSb-TR dev, the
-Turkish sentiment probe's accuracy, and the table's bytes. A row whose workdir already
-holds a finished run is read, not rerun (delete the folder to rerun it).
+``--root``; rows that start from another row's export run after it. The English two-block
+hybrid the ``hybrid*`` rows extend is ``--english`` (a ``configs/hybrid.py`` workdir; trained
+first when missing). The teacher's vectors of the parallel sentences are shared through one
+cache folder (``--config.data.cache_dir``); the teacher's own scores through
+``EMBRES_TEACHER_EVAL_CACHE``. The wall time and peak RSS of each row are the whole command's
+(``/usr/bin/time``). A row whose workdir holds a finished run is read, not rerun.
 
-Writes ``--out`` (JSON, default ``docs/results/language.json``) and prints a markdown table.
+The scaling rows train on uniform samples (seeded) of the decontaminated parallel files
+(STS-B train, Tatoeba, news, grammar book: 167k pairs), written under ``<root>/data``, with
+the same steps and batch for every size: what changes is how many distinct pairs the student
+sees.
+
+The numbers are the run's own end-of-training evaluations (``summary`` lines of its
+``metrics.jsonl``; dev splits): STSb-TR dev, STS-B dev, SICK trial (Spearman x100), bitext
+R@1 on NTREX (news, professional translation) and on STS-B dev <-> STSb-TR dev, both ways,
+and the Turkish sentiment probe. Writes ``--out`` (JSON) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -30,153 +37,165 @@ from pathlib import Path
 import defaults  # bench/defaults.py: the same summary lines
 
 REPO = Path(__file__).resolve().parents[1]
-STATIC = "configs/language_static.py"
-TRANSFER = "configs/language_transfer.py"
-FINETUNE = "configs/language_finetune.py"
-NO_DICT = "--config.objective.dictionary="  # the rows that vary one thing from "parallel only"
-
-# name -> (group, what changes, config[:args], extra flags, first-stage row or None)
-ROWS = {
-    "static": (
-        "student",
-        "static, bilingual vocab, FVT, pairs + dictionary at 0.1 (default)",
-        STATIC,
-        [],
-        None,
-    ),
-    "data_parallel_only": ("data", "parallel pairs only", STATIC, [NO_DICT], None),
-    "vocab_teacher": ("vocabulary", "teacher's", STATIC + ":vocab=teacher", [NO_DICT], None),
-    "vocab_target": ("vocabulary", "Turkish only", STATIC + ":vocab=target", [NO_DICT], None),
-    "vocab_trimmed": (
-        "vocabulary",
-        "trimmed teacher's",
-        STATIC + ":vocab=trimmed",
-        [NO_DICT],
-        None,
-    ),
-    "init_random": ("initialisation", "random", STATIC + ":init=random", [NO_DICT], None),
-    "init_teacher": (
-        "initialisation",
-        "teacher forward",
-        STATIC + ":init=teacher",
-        [NO_DICT],
-        None,
-    ),
-    "init_dictionary": (
-        "initialisation",
-        "dictionary (+FVT)",
-        STATIC + ":init=dictionary",
-        ["--config.objective.dictionary_weight=0"],
-        None,
-    ),
-    "static_finetuned": (
-        "data",
-        "+ STSb-TR train fine-tuning (second stage)",
-        FINETUNE + ":init_from={root}/static",
-        [],
-        "static",
-    ),
-    "hybrid": ("student", "hybrid (conv mixer)", STATIC + ":adapter=hybrid", [], None),
-    "transfer": ("student", "embedding-layer transfer", TRANSFER, [], None),
-    "transfer_finetuned": (
-        "student",
-        "transfer + STSb-TR train fine-tuning",
-        FINETUNE + ":init_from={root}/transfer",
-        # a step runs the transformer forward and back on both sides of 32 pairs
-        ["--config.total_steps=100", "--config.batch_size=32"],
-        "transfer",
-    ),
+PARALLEL = ("en_tr_stsb_train", "en_tr_tatoeba", "en_tr_news", "en_tr_gb")
+SIZES = (2_000, 10_000, 40_000, 0)  # 0: every pair
+CFG = {
+    "static": "configs/language_static.py",
+    "hybrid": "configs/language_hybrid.py:init_from={english}",
+    "full": "configs/language_full.py",
+    "transfer": "configs/language_transfer.py",
+    "finetune": "configs/language_finetune.py:init_from={root}/{first}",
 }
+
+
+def _rows() -> dict[str, tuple[str, str, str, list[str], str | None]]:
+    """name -> (group, setting, config, extra flags, first-stage row or None)."""
+    rows = {
+        "static": ("students", "static, mixture (default)", CFG["static"], [], None),
+        "static_ft": ("students", "static + second stage", CFG["finetune"], [], "static"),
+        "hybrid": ("students", "two-block hybrid, mixture", CFG["hybrid"], [], None),
+        "hybrid_ft": ("students", "hybrid + second stage", CFG["finetune"], [], "hybrid"),
+        "full": ("students", "whole transformer, mixture", CFG["full"], [], None),
+        "full_ft": ("students", "whole transformer + second stage", CFG["finetune"], [], "full"),
+        "static_stsb": (
+            "students",
+            "static, STS-B train pairs only",
+            CFG["static"],
+            ["--config.data.source=pairs:$EMBRES_DATA_DIR/parallel/en_tr_stsb_train.tsv"],
+            None,
+        ),
+    }
+    for size in SIZES:
+        label = f"{size:,} pairs" if size else "all 167k pairs"
+        data = f"--config.data.source=pairs:{{root}}/data/pairs_{size or 'all'}.tsv"
+        for student in ("static", "hybrid"):
+            rows[f"{student}_n{size or 'all'}"] = (
+                "scaling",
+                f"{student}, {label}",
+                CFG[student],
+                [data],
+                None,
+            )
+    return rows
+
+
+ROWS = _rows()
+GROUPS = {"students": [n for n, r in ROWS.items() if r[0] == "students"],
+          "scaling": [n for n, r in ROWS.items() if r[0] == "scaling"]}  # fmt: skip
 COLUMNS = (
     ("sts/stsb_tr_dev", "STSb-TR dev", "{:.2f}"),
     ("sts/stsb_dev", "STS-B dev", "{:.2f}"),
     ("sts/sick_dev", "SICK trial", "{:.2f}"),
-    ("bitext/tr_to_en_r@1", "TR->EN R@1", "{:.3f}"),
-    ("bitext/en_to_tr_r@1", "EN->TR R@1", "{:.3f}"),
-    ("probe/accuracy", "TR sentiment acc.", "{:.3f}"),
-    ("table_bytes", "table bytes", "{:,.0f}"),
+    ("bitext/en_tr_ntrex_tr_to_en_r@1", "NTREX TR->EN", "{:.3f}"),
+    ("bitext/en_tr_ntrex_en_to_tr_r@1", "NTREX EN->TR", "{:.3f}"),
+    ("bitext/tr_to_en_r@1", "STS dev TR->EN", "{:.3f}"),
+    ("bitext/en_to_tr_r@1", "STS dev EN->TR", "{:.3f}"),
+    ("probe/accuracy", "TR sentiment", "{:.3f}"),
 )
 
 
-def summaries(workdir: Path) -> dict[str, dict]:
-    """The last ``summary`` line per model in ``metrics.jsonl`` ({} if the run never ended)."""
-    return defaults.summaries(workdir) if (workdir / "metrics.jsonl").exists() else {}
+def write_samples(root: Path, data_dir: Path, seed: int = 0) -> None:
+    """``<root>/data/pairs_<n>.tsv``: seeded uniform samples of every decontaminated pair."""
+    out = root / "data"
+    if all((out / f"pairs_{n or 'all'}.tsv").exists() for n in SIZES):
+        return
+    pairs: list[str] = []
+    for name in PARALLEL:
+        lines = (data_dir / "parallel" / f"{name}.tsv").read_text(encoding="utf-8").splitlines()
+        if lines[0].split("\t")[:2] != ["en", "tr"]:
+            raise SystemExit(f"{name}.tsv: expected the header 'en<TAB>tr', got {lines[0]!r}")
+        pairs += [line for line in lines[1:] if line.strip()]
+    random.Random(seed).shuffle(pairs)
+    out.mkdir(parents=True, exist_ok=True)
+    for n in SIZES:
+        chosen = pairs[:n] if n else pairs
+        (out / f"pairs_{n or 'all'}.tsv").write_text("en\ttr\n" + "\n".join(chosen) + "\n")
 
 
-def command(name: str, root: Path) -> list[str]:
+def command(name: str, root: Path, english: Path) -> list[str]:
     """The row's ``python -m embres.train`` command (``$EMBRES_DATA_DIR`` expanded)."""
-    _, _, config, extra, _ = ROWS[name]
-    config = config.format(root=root)
-    flags = [os.path.expandvars(f) for f in extra]
-    return [
-        sys.executable,
-        "-m",
-        "embres.train",
-        f"--config={config}",
-        f"--workdir={root / name}",
-        # the first stage's teacher vectors and distilled rows, shared by every such row
-        *([f"--config.data.cache_dir={root / 'cache'}"] if ROWS[name][4] is None else []),
-        *flags,
-    ]
+    _, _, config, extra, first = ROWS[name]
+    config = config.format(root=root, first=first, english=english)
+    flags = [os.path.expandvars(f.format(root=root)) for f in extra]
+    cache = [f"--config.data.cache_dir={root / 'cache'}"] if first is None else []
+    return [sys.executable, "-m", "embres.train", f"--config={config}",
+            f"--workdir={root / name}", *cache, *flags]  # fmt: skip
 
 
-def probe_key(row: dict) -> str | None:
-    return next((k for k in row if k.startswith("probe/") and "acc" in k), None)
+def run(cmd: list[str], env: dict) -> dict:
+    """Runs ``cmd`` under ``/usr/bin/time``: its wall seconds and peak RSS (GB)."""
+    print("$", " ".join(cmd), flush=True)
+    start = time.perf_counter()
+    timed = ["/usr/bin/time", "-f", "peak_rss_kb=%M"] if Path("/usr/bin/time").exists() else []
+    proc = subprocess.run(timed + cmd, env=env, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(proc.stderr[-4000:])
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+    rss = [ln for ln in proc.stderr.splitlines() if ln.startswith("peak_rss_kb=")]
+    out = {"seconds": round(time.perf_counter() - start, 1)}
+    if rss:
+        out["peak_rss_gb"] = round(int(rss[-1].split("=")[1]) / 1e6, 2)
+    return out
+
+
+def table(results: dict, names: list[str]) -> str:
+    header = ["row", "setting", "wall s", "peak RSS GB"] + [label for _, label, _ in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name in names:
+        entry = results[name]
+        row = dict(entry["student"])
+        probe = next((k for k in row if k.startswith("probe/") and "acc" in k), None)
+        if probe:
+            row["probe/accuracy"] = row[probe]
+        cells = [name, entry["setting"], f"{entry.get('seconds', float('nan')):.0f}",
+                 str(entry.get("peak_rss_gb", "-"))]  # fmt: skip
+        cells += [defaults.cell(row, key, fmt) for key, _, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated of {list(ROWS)}")
+    parser.add_argument("--rows", default="students", help=f"groups {list(GROUPS)} or rows")
     parser.add_argument("--root", default="runs/tr", help="workdirs go under here")
-    parser.add_argument("--out", default="docs/results/language.json")
+    parser.add_argument("--english", default="runs/h_transfer", help="the English hybrid")
+    parser.add_argument("--out", default="docs/results/language/language.json")
     args = parser.parse_args()
-    root = Path(args.root)
-    names = [n.strip() for n in args.rows.split(",") if n.strip()]
+    root, english = Path(args.root).resolve(), Path(args.english).resolve()
+    names = [n for part in args.rows.split(",") for n in GROUPS.get(part.strip(), [part.strip()])]
     unknown = [n for n in names if n not in ROWS]
     if unknown:
-        raise SystemExit(f"unknown rows {unknown}; expected some of {list(ROWS)}")
+        raise SystemExit(f"unknown rows {unknown}; expected groups {list(GROUPS)} or {list(ROWS)}")
+    data_dir = Path(os.environ.get("EMBRES_DATA_DIR", REPO.parent / "shared" / "data"))
+    write_samples(root, data_dir)
+    env = {"EMBRES_TEACHER_EVAL_CACHE": str(root / "teacher_evals"), **os.environ}
+    if any(n.startswith("hybrid") for n in names) and not (english / "export").is_dir():
+        cmd = [sys.executable, "-m", "embres.train", "--config=configs/hybrid.py",
+               f"--workdir={english}"]  # fmt: skip
+        run(cmd, env)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {}
     for name in names:
         first = ROWS[name][4]
         if first and "student" not in summaries(root / first):
             raise SystemExit(f"row {name!r} starts from row {first!r}: run that one first")
-        workdir = root / name
-        done = summaries(workdir)
-        if "student" not in done:
-            cmd = command(name, root)
-            print("$", " ".join(cmd), flush=True)
-            start = time.perf_counter()
-            # the teacher's own scores are the same in every row: computed once, kept on disk
-            env = {"EMBRES_TEACHER_EVAL_CACHE": str(root / "teacher_evals"), **os.environ}
-            subprocess.run(cmd, check=True, env=env)
-            results[name] = {"seconds": round(time.perf_counter() - start, 1)}
-            done = summaries(workdir)
         entry = results.setdefault(name, {})
-        entry.update(
-            {
-                "group": ROWS[name][0],
-                "setting": ROWS[name][1],
-                "command": " ".join(["python"] + command(name, root)[1:]),
-                "student": done.get("student", {}),
-                "teacher": done.get("teacher", {}),
-            }
-        )
+        if "student" not in summaries(root / name):
+            entry.update(run(command(name, root, english), env))
+        done = summaries(root / name)
+        shown = ["python", *command(name, root, english)[1:]]
+        entry.update({"group": ROWS[name][0], "setting": ROWS[name][1],
+                      "command": " ".join(shown).replace(str(REPO) + "/", ""),
+                      "student": done.get("student", {}), "teacher": done.get("teacher", {})})  # fmt: skip
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))
-    header = ["group", "setting", "wall s"] + [label for _, label, _ in COLUMNS]
-    print("\n| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for name in names:
-        entry = results[name]
-        row = dict(entry["student"])
-        key = probe_key(row)
-        if key:
-            row["probe/accuracy"] = row[key]
-        cells = [entry["group"], entry["setting"], f"{entry.get('seconds', float('nan')):.0f}"]
-        cells += ["-" if row.get(k) is None else f.format(row[k]) for k, _, f in COLUMNS]
-        print("| " + " | ".join(cells) + " |")
+    print(table(results, names))
     return 0
+
+
+def summaries(workdir: Path) -> dict[str, dict]:
+    """The last ``summary`` line per model in ``metrics.jsonl`` ({} if the run never ended)."""
+    return defaults.summaries(workdir) if (workdir / "metrics.jsonl").exists() else {}
 
 
 if __name__ == "__main__":
