@@ -193,8 +193,8 @@ def test_full_student_trains_the_blocks_keeps_english_rows_and_reloads(
     table = np.asarray(student.embedding_table())
     np.testing.assert_array_equal(table[:rows], np.asarray(teacher.embedding_table()))
     # the blocks trained: the export's transformer weights are the teacher's plus the update
-    delta = out["params"]["delta"]
-    assert max(float(np.abs(np.asarray(x)).max()) for x in jax.tree.leaves(delta)) > 0
+    delta = [v for k, v in out["params"].items() if k.startswith("delta.")]
+    assert len(delta) > 10 and max(float(np.abs(np.asarray(x)).max()) for x in delta) > 0
     moved = [
         float(np.abs(np.asarray(a) - np.asarray(b)).max())
         for a, b in zip(

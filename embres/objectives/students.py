@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from embres import pooling as pooling_lib
 from embres.objectives import common, stages
@@ -155,8 +156,8 @@ class FullStudent(TransferStudent):
     The transformer's weights are ``teacher + scale · delta`` with ``delta`` the trained
     param (starting at zero): under Adam, ``scale`` is the transformer's learning rate
     relative to the rows', and weight decay pulls the weights back towards the teacher's.
-    Params: ``{"table": new rows, "delta": a tree like the teacher's}``; the teacher's input
-    table is never read (the student's rows are fed as ``inputs_embeds``).
+    Params: ``{"table": new rows, "delta.<path>": one leaf per teacher weight}``; the
+    teacher's input table is never read (the student's rows are fed as ``inputs_embeds``).
     """
 
     scale: float = 0.01
@@ -173,22 +174,30 @@ class FullStudent(TransferStudent):
         )
 
     def start_params(self) -> dict:
-        """The whole params the trainer starts from (``Plan.init_params``)."""
-        delta = jax.tree.map(lambda w: np.zeros(w.shape, np.float32), self._weights())
-        return {"table": self.rows, "delta": delta}
+        """The whole params the trainer starts from (``Plan.init_params``): flat, one
+        ``delta.<path>`` leaf per transformer weight, beside ``table``."""
+        flat = traverse_util.flatten_dict(self._weights(), sep=".")
+        return {
+            "table": self.rows,
+            **{f"delta.{k}": np.zeros(w.shape, np.float32) for k, w in flat.items()},
+        }
+
+    def _delta(self, params) -> dict:
+        flat = {k[len("delta.") :]: v for k, v in params.items() if k.startswith("delta.")}
+        return traverse_util.unflatten_dict(flat, sep=".")
 
     def frozen(self) -> dict:
         return {"teacher": self._weights(), "base_rows": self.kept}
 
     def transformer(self, params, frozen):
         scale = self.scale
-        return jax.tree.map(lambda w, d: w + scale * d, frozen["teacher"], params["delta"])
+        return jax.tree.map(lambda w, d: w + scale * d, frozen["teacher"], self._delta(params))
 
     def served_model(self, params):
         weights = jax.tree.map(
             lambda w, d: np.asarray(w, np.float32) + self.scale * np.asarray(d, np.float32),
             self._weights(),
-            params["delta"],
+            self._delta(params),
         )
         return transfer_model(self.host, self.tokenizer, self.served_table(params), weights)
 
