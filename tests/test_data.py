@@ -515,3 +515,26 @@ def test_cache_build_memory_does_not_grow_with_the_corpus(tmp_path, tiny_models)
     small, large = got[20_000], got[200_000]
     assert large["heap_growth_kb"] - small["heap_growth_kb"] < 6 * 1024, got
     assert large["peak_growth_kb"] - small["peak_growth_kb"] < 16 * 1024, got
+
+
+# --- The sentences: cache, keyed by contents (it was keyed by file sizes) ----------------
+
+
+def _stsb_row(a, b, score=3.0):
+    return f"main-captions\tMSRvid\t2012test\t0001\t{score}\t{a}\t{b}"
+
+
+def test_sentences_cache_follows_a_same_size_edit(tmp_path, monkeypatch):
+    from embres.data import sentences
+
+    data = tmp_path / "data"
+    (data / "stsb").mkdir(parents=True)
+    train = data / "stsb" / "sts-train.csv"
+    train.write_text(_stsb_row("A cat sits.", "A dog runs.") + "\n")
+    (data / "stsb" / "sts-dev.csv").write_text(_stsb_row("A man sings.", "A girl reads.") + "\n")
+    monkeypatch.setenv("EMBRES_DATA_DIR", str(data))
+    first = sentences.sentences_text_file(("stsb",), cache_root=str(tmp_path / "cache"))
+    assert open(first).read().split("\n")[:2] == ["A cat sits.", "A dog runs."]
+    train.write_text(_stsb_row("A bat sits.", "A dog runs.") + "\n")  # same size, new text
+    second = sentences.sentences_text_file(("stsb",), cache_root=str(tmp_path / "cache"))
+    assert open(second).read().split("\n")[:2] == ["A bat sits.", "A dog runs."]

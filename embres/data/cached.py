@@ -6,10 +6,10 @@ embeds the token rows once into ``.npy`` files and :class:`CachedSource` streams
 batches from them (memory-mapped), so corpus size is bounded by disk, not RAM.
 
 Building streams too: rows are read, embedded and appended chunk by chunk, so peak memory
-depends on ``chunk_rows``, never on the corpus length. A build writes into a sibling
-``<cache_dir>.partial-<host>-<pid>`` and swaps it in with ``os.replace`` only when complete,
-so a reader sees the previous complete cache, or none, never half of one; partial folders
-left by killed builds on this host are removed by the next build.
+depends on ``chunk_rows``, never on the corpus length. The build goes through
+:func:`embres.cache.build_once` (process 0 builds into a sibling folder swapped in when
+complete, every process waits), so a reader sees the previous complete cache, or none, never
+half of one.
 
 Typical use (a ``text:`` corpus)::
 
@@ -24,8 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import socket
 import struct
 from collections.abc import Iterable, Iterator
 from itertools import islice
@@ -36,7 +34,7 @@ import jax
 import numpy as np
 
 from embres import pooling, tokenize
-from embres.locking import pid_alive
+from embres.locking import pid_alive  # noqa: F401 (embres.export reads it here)
 
 CACHE_VERSION = 2
 FILES = ("ids.npy", "lengths.npy", "targets.npy", "heldout.json", "meta.json")
@@ -121,39 +119,6 @@ def _meta(cache: Path) -> dict | None:
     if not all((cache / name).is_file() for name in FILES):
         return None
     return meta
-
-
-def remove_stale(out: Path) -> None:
-    """Removes ``<out>.partial-<host>-<pid>`` / ``.old-...`` folders of dead builds on this host."""
-    host = socket.gethostname()
-    for tag in ("partial", "old"):
-        for folder in out.parent.glob(f"{out.name}.{tag}-*"):
-            owner, _, pid = folder.name[len(out.name) + len(tag) + 2 :].rpartition("-")
-            if (
-                owner == host
-                and pid.isdigit()
-                and (int(pid) == os.getpid() or not pid_alive(int(pid)))
-            ):
-                shutil.rmtree(folder, ignore_errors=True)
-
-
-def swap_in(partial: Path, out: Path, tag: str) -> None:
-    """Moves the complete folder ``partial`` to ``out``, replacing what ``out`` held.
-
-    A folder cannot be replaced by one rename: the old one is moved aside to
-    ``<out>.old-<tag>`` first, and put back if the second rename fails.
-    """
-    if out.exists():
-        old = out.with_name(f"{out.name}.old-{tag}")
-        os.replace(out, old)
-        try:
-            os.replace(partial, out)
-        except OSError:
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(partial, out)
 
 
 def _write_arrays(
@@ -248,12 +213,17 @@ def build_cache(
     heldout_texts: list[str],
     chunk_rows: int = 4096,
     progress: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    log: Any = print,
 ) -> Path:
     """Embeds token rows with the teacher into ``cache_dir``, or reuses the cache there.
 
-    The cache is reused (``rows`` untouched, the teacher not run) when ``meta.json`` holds
-    this ``key``, ``max_length`` and :data:`CACHE_VERSION`; otherwise it is rebuilt into a
-    sibling temporary folder and swapped in when complete.
+    Built once through :func:`embres.cache.build_once` (on process 0, into a sibling folder
+    swapped in when complete; every process waits): the cache is reused (``rows`` untouched,
+    the teacher not run) when it was built for this ``key``, ``max_length`` and
+    :data:`CACHE_VERSION` and its files are intact; otherwise it is rebuilt (the reason is
+    logged).
 
     Files: ``ids.npy`` int32 [n, max_length] (pad-filled with ``model.config.pad_token_id``),
     ``lengths.npy`` int32 [n], ``targets.npy`` float32 [n, d] (:func:`teacher_sentence_vectors`,
@@ -263,52 +233,69 @@ def build_cache(
     Args:
       model: the teacher (a ``LoadedModel``).
       rows: int token-id rows, special tokens included, each 1..max_length long (e.g. from
-        :func:`text_rows`); consumed once, chunk by chunk.
+        :func:`text_rows`); consumed once, chunk by chunk, on process 0 only.
       cache_dir: the cache folder (created; replaced only if it holds nothing but cache files).
       max_length: width of ``ids.npy``; at most the teacher's ``max_length``.
-      key: JSON-serialisable description of what was embedded (corpus, model, lengths...).
+      key: JSON-serialisable description of what was embedded (corpus digest, model, ...).
       heldout_texts: texts kept out of training, stored for fidelity checks.
       chunk_rows: rows per chunk; peak memory grows with it, not with the corpus.
       progress: show rows done and rows/s.
+      process_index, process_count: this process and the run's count (process 0 builds).
+      log: reports why an existing cache is rebuilt.
 
     Raises:
       ValueError: a row of the wrong length or with ids outside the vocabulary, no rows, a
         bad ``max_length``/``chunk_rows``, or a ``cache_dir`` holding other files.
     """
-    out = Path(cache_dir).expanduser()
-    key = json.loads(json.dumps(key))  # compared as meta.json will hold it
-    meta = _meta(out) or {}
-    if [meta.get(k) for k in ("version", "key", "max_length")] == [CACHE_VERSION, key, max_length]:
-        return out
-    if not 0 < max_length <= model.max_length:
-        raise ValueError(f"max_length={max_length}; expected 1..{model.max_length} for the teacher")
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows={chunk_rows}; expected a positive number of rows")
-    if out.exists() and (
-        not out.is_dir() or any(p.name not in _REPLACEABLE for p in out.iterdir())
-    ):
-        raise ValueError(
-            f"cache_dir {str(out)!r} exists and holds files that are not a teacher-target "
-            f"cache (expected only {sorted(FILES)}); refusing to replace it"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)
-    tag = f"{socket.gethostname()}-{os.getpid()}"
-    partial = out.with_name(f"{out.name}.partial-{tag}")
-    partial.mkdir()
-    from tqdm.auto import tqdm
+    from embres.cache import build_once
 
-    bar = tqdm(desc=f"teacher targets -> {out}", unit="row", unit_scale=True, disable=not progress)
-    try:
-        count = _write_arrays(model, rows, partial, max_length, chunk_rows, bar)
+    out = Path(cache_dir).expanduser()
+    full_key = {"version": CACHE_VERSION, "key": key, "max_length": max_length}
+
+    def build(partial: Path) -> None:
+        if not 0 < max_length <= model.max_length:
+            raise ValueError(
+                f"max_length={max_length}; expected 1..{model.max_length} for the teacher"
+            )
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows={chunk_rows}; expected a positive number of rows")
+        partial.mkdir()
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=f"teacher targets -> {out}", unit="row", unit_scale=True,
+                   disable=not progress)  # fmt: skip
+        try:
+            count = _write_arrays(model, rows, partial, max_length, chunk_rows, bar)
+        finally:
+            bar.close()
         (partial / "heldout.json").write_text(json.dumps(list(heldout_texts)))
         meta = {"version": CACHE_VERSION, "key": key, "count": count, "max_length": max_length}
         (partial / "meta.json").write_text(json.dumps(meta, indent=2))
-        swap_in(partial, out, tag)
-    finally:
-        bar.close()
-        shutil.rmtree(partial, ignore_errors=True)  # gone already when the build succeeded
-    return out
+
+    return build_once(
+        out,
+        full_key,
+        build,
+        process_index=process_index,
+        process_count=process_count,
+        log=log,
+        check=_check_complete,
+        replaceable=_replaceable,
+    )
+
+
+def _replaceable(folder: Path) -> bool:
+    if any(p.name not in _REPLACEABLE for p in folder.iterdir()):
+        raise ValueError(
+            f"cache_dir {str(folder)!r} exists and holds files that are not a teacher-target "
+            f"cache (expected only {sorted(FILES)}); refusing to replace it"
+        )
+    return True
+
+
+def _check_complete(cache: Path) -> None:
+    if _meta(cache) is None:
+        raise ValueError(f"not a complete teacher-target cache (expected {list(FILES)})")
 
 
 class CachedSource:

@@ -2,11 +2,13 @@
 
 Distillation needs text like the text a model will embed. The STS datasets' train splits are
 such text; their scores are not used, only their sentences, each once, in file order. Every
-sentence that also occurs in a dev, trial or test file of any of these datasets found in the
-data folder is removed (SICK's trial split shares 671 of its 916 sentences with its train
-split), so no evaluation sentence is ever seen in training. The corpus is written once to
-``$EMBRES_CACHE/sentences/`` (default ``~/.cache/embres``), named by the datasets and the
-sizes of the files it was read from, and then read like any ``text:`` corpus.
+sentence that, normalised (:func:`embres.data.eval_sets.normalize`: case, whitespace, a final
+``.!?``), equals a sentence of a dev, trial or test file of any STS dataset found in the data
+folder is removed (SICK's trial split shares 671 of its 916 sentences with its train split),
+so no evaluation sentence is ever seen in training. The corpus is written once to
+``$EMBRES_CACHE/sentences/`` (default ``~/.cache/embres``) through
+:func:`embres.cache.build_once`, keyed by the datasets and the sha256 of every file it was
+read from, and then read like any ``text:`` corpus.
 
 Files (under ``$EMBRES_DATA_DIR``): ``stsb/sts-train.csv`` (tab-separated, sentences in
 fields 6 and 7), ``sick/SICK_train.txt`` (a header naming ``sentence_A``/``sentence_B``).
@@ -20,10 +22,11 @@ datasets are interleaved in one fixed shuffled order, written once as a TSV that
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from pathlib import Path
+
+from embres.data.eval_sets import held_out_sts_sentences, normalize
 
 # name -> (train file, [held-out files], how sentences are found)
 DATASETS = {
@@ -33,6 +36,8 @@ DATASETS = {
 # name -> the range of its gold scores (rescaled to [0, 1] in ``scored:``)
 SCORE_RANGES = {"stsb": (0.0, 5.0), "sick": (1.0, 5.0)}
 SCORED_HEADER = ("sentence1", "sentence2", "score")
+# What a cached corpus depends on besides its files: bump when the filter or format changes.
+CORPUS_VERSION = 2  # 2: evaluation sentences matched normalised (1: exact strings)
 
 
 def parse_names(rest: str | None, raw: str) -> tuple[str, ...]:
@@ -87,14 +92,9 @@ def _read(path: Path, layout: str) -> list[str]:
 
 
 def _evaluation_sentences() -> set[str]:
-    """Every sentence of every dataset's dev, trial and test files found in the data folder
-    (not only the datasets asked for)."""
-    held_out: set[str] = set()
-    for _, evaluation, layout in DATASETS.values():
-        for rel in evaluation:
-            if (data_dir() / rel).is_file():
-                held_out.update(_read(data_dir() / rel, layout))
-    return held_out
+    """Every normalised sentence of every STS dataset's dev, trial and test files found in
+    the data folder (not only the datasets asked for)."""
+    return held_out_sts_sentences()
 
 
 def sentences(names: tuple[str, ...]) -> list[str]:
@@ -110,7 +110,7 @@ def sentences(names: tuple[str, ...]) -> list[str]:
     for name in names:
         train, _, layout = DATASETS[name]
         for s in _read(data_dir() / train, layout):
-            if s not in held_out:
+            if normalize(s) not in held_out:
                 seen.setdefault(s, None)
     return list(seen)
 
@@ -140,35 +140,39 @@ def scored_pairs(names: tuple[str, ...]) -> list[tuple[str, str, float]]:
                     f"{data_dir() / train}:{i + 1 + (layout == 'sick')}: score {raw!r} is not "
                     "a number"
                 ) from None
-            if a and b and a not in held_out and b not in held_out:
+            if a and b and normalize(a) not in held_out and normalize(b) not in held_out:
                 pairs.append((a, b, (score - low) / (high - low)))
     # One fixed order (not the run's seed): a resumed or repeated run reads the same file.
     random.Random(0).shuffle(pairs)
     return pairs
 
 
-def _cached(kind: str, names: tuple[str, ...], cache_root: str | None, write) -> str:
-    """``$EMBRES_CACHE/<kind>/<names>-<hash of names and data file sizes>.<ext>``, written
-    once by ``write(path)`` (atomically) and returned."""
-    root = Path(cache_root or os.environ.get("EMBRES_CACHE", "~/.cache/embres")).expanduser()
-    stamp = "|".join(
-        f"{rel}:{(data_dir() / rel).stat().st_size}"
-        for name in DATASETS
-        for rel in [DATASETS[name][0], *DATASETS[name][1]]
+def corpus_key(kind: str, names: tuple[str, ...]) -> dict:
+    """What a cached ``sentences:``/``scored:`` corpus depends on: the datasets, the sha256
+    of every train and evaluation file present, and :data:`CORPUS_VERSION`."""
+    from embres.cache import file_digest
+    from embres.data.eval_sets import STS_DATASETS
+
+    relative = [DATASETS[n][0] for n in names]
+    relative += [r for _, files in STS_DATASETS.values() for r in files.values()]
+    files = {
+        rel: file_digest(data_dir() / rel)
+        for rel in sorted(set(relative))
         if (data_dir() / rel).is_file()
-    )
-    tag = hashlib.sha256(f"{names}|{stamp}".encode()).hexdigest()[:12]
-    ext = "tsv" if kind == "scored" else "txt"
-    path = root / kind / f"{'_'.join(names)}-{tag}.{ext}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
-        try:
-            write(partial)
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
-    return str(path)
+    }
+    return {"kind": kind, "names": list(names), "version": CORPUS_VERSION, "files": files}
+
+
+def _cached(kind: str, names: tuple[str, ...], cache_root: str | None, write) -> str:
+    """``$EMBRES_CACHE/<kind>/<names>-<digest of corpus_key>.<ext>``, written once by
+    ``write(path)`` through :func:`embres.cache.build_once` and returned."""
+    from embres.cache import build_once, keyed_path
+
+    root = Path(cache_root or os.environ.get("EMBRES_CACHE", "~/.cache/embres")).expanduser()
+    key = corpus_key(kind, names)
+    ext = ".tsv" if kind == "scored" else ".txt"
+    path = keyed_path(root / kind, "_".join(names), key, ext)
+    return str(build_once(path, key, write))
 
 
 def sentences_text_file(names: tuple[str, ...], cache_root: str | None = None) -> str:

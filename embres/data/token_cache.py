@@ -17,9 +17,9 @@ sees them):
 :class:`TokenCacheSource` serves batches grouped by length (``compiled_shapes`` padded
 lengths), shuffled per epoch, with a position that resumes exactly.
 
-The folder is written as ``<cache>.partial-<host>-<pid>`` and swapped in when complete
-(:func:`embres.data.cached.swap_in`); ``meta.json`` holds the key it was built for, and
-a build with the same key reuses it.
+The folder is built once through :func:`embres.cache.build_once` (process 0 writes a sibling
+folder swapped in when complete; every process waits); a build for the same key, layers,
+length and :data:`VERSION` reuses it.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import socket
 from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
@@ -39,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from embres import tokenize
-from embres.data.cached import npy_header, remove_stale, swap_in, teacher_sentence_vectors
+from embres.data.cached import npy_header, teacher_sentence_vectors
 
 VERSION = 1
 FORWARD_ROWS = 128  # rows per compiled teacher call
@@ -140,54 +138,52 @@ def build_token_cache(
     layers: tuple[int, ...],
     chunk_rows: int = 2048,
     progress: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    log: Any = print,
 ) -> Path:
     """Runs the teacher once over ``rows`` and stores its token states; reuses a cache
-    built for the same ``key``, layers and basis.
+    built for the same ``key``, layers and length (:func:`embres.cache.build_once`).
 
     Args:
       model: the teacher (a ``LoadedModel``).
       rows: token-id rows with the teacher's special tokens, each 1..max_length long
         (e.g. :func:`embres.data.cached.text_rows`); rows with no token of their own
-        between the template ids are skipped.
+        between the template ids are skipped. Read on process 0 only.
       cache_dir: the cache folder (replaced only if it holds a cache).
       max_length: longest row.
-      key: JSON description of what is embedded; the basis's hash should be part of it.
+      key: JSON description of what is embedded; the basis's inputs should be part of it.
       heldout_texts: texts kept out of training (stored for fidelity checks).
       mean, basis: the PCA mean [D] and components [D, d] the states are stored in.
       layers: hidden-state indices (0 = embeddings, L = last) to store.
       chunk_rows: rows per chunk; memory grows with it, never with the corpus.
       progress: a bar with rows done.
+      process_index, process_count: this process and the run's count (process 0 builds).
+      log: reports why an existing cache is rebuilt.
 
     Raises:
       ValueError: ids outside the vocabulary, rows too long, no usable row, or a
         ``cache_dir`` holding other files.
     """
+    from embres.cache import build_once
+
     out = Path(cache_dir).expanduser()
     n_layers = model.config.num_layers
     layers = tuple(int(k) % (n_layers + 1) for k in layers)
     key = json.loads(json.dumps({**key, "layers": list(layers), "max_length": max_length}))
-    meta = _meta(out)
-    if meta and meta.get("version") == VERSION and meta.get("key") == key:
-        return out
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and _meta(out) is None)):
-        raise ValueError(
-            f"cache_dir {str(out)!r} exists and is not a complete token-state cache; refusing "
-            "to replace it (delete it, or choose another config.data.cache_dir)"
-        )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)
-    tag = f"{socket.gethostname()}-{os.getpid()}"
-    partial = out.with_name(f"{out.name}.partial-{tag}")
-    partial.mkdir()
-    from tqdm.auto import tqdm
 
-    bar = tqdm(
-        desc=f"teacher token states -> {out}", unit="row", unit_scale=True, disable=not progress
-    )
-    try:
-        count, tokens = _write(
-            model, rows, partial, max_length, layers, mean, basis, chunk_rows, bar
-        )
+    def build(partial: Path) -> None:
+        partial.mkdir()
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=f"teacher token states -> {out}", unit="row", unit_scale=True,
+                   disable=not progress)  # fmt: skip
+        try:
+            count, tokens = _write(
+                model, rows, partial, max_length, layers, mean, basis, chunk_rows, bar
+            )
+        finally:
+            bar.close()
         (partial / "heldout.json").write_text(json.dumps(list(heldout_texts)))
         meta = {
             "version": VERSION,
@@ -198,11 +194,30 @@ def build_token_cache(
             "dim": int(basis.shape[1]),
         }
         (partial / "meta.json").write_text(json.dumps(meta, indent=2))
-        swap_in(partial, out, tag)
-    finally:
-        bar.close()
-        shutil.rmtree(partial, ignore_errors=True)
-    return out
+
+    def complete(cache: Path) -> None:
+        if _meta(cache) is None:
+            raise ValueError("not a complete token-state cache")
+
+    return build_once(
+        out,
+        {"version": VERSION, "key": key},
+        build,
+        process_index=process_index,
+        process_count=process_count,
+        log=log,
+        check=complete,
+        replaceable=_replaceable,
+    )
+
+
+def _replaceable(folder: Path) -> bool:
+    if _meta(folder) is None:
+        raise ValueError(
+            f"cache_dir {str(folder)!r} exists and is not a complete token-state cache; refusing "
+            "to replace it (delete it, or choose another config.data.cache_dir)"
+        )
+    return True
 
 
 def _write(model, rows, folder, max_length, layers, mean, basis, chunk_rows, bar):
