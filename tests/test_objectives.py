@@ -140,7 +140,7 @@ def test_resume_refuses_other_targets_and_names_changed_keys(tiny_bert, corpus, 
     assert "total_steps: 2 -> 4" in out
     other = static_config(tiny_bert, corpus, total_steps=6)
     other.objective.teacher_layer = 1  # other rows, so another PCA basis for the targets
-    with pytest.raises(ValueError, match=r"trained against other targets.*projection_sha256"):
+    with pytest.raises(ValueError, match=r"trained against other targets \(basis.layer: -1 -> 1\)"):
         train.train_and_evaluate(other, work)
 
 
