@@ -1,7 +1,8 @@
 """How every embres command line ends a user's mistake: one line on stderr, exit code 2.
 
 A mistake the user can fix (a missing file, a typo in a config key, a bad model name, a
-malformed data line) is reported as ``<prog>: error: <message>`` on one line, with no
+malformed data line, a write the file system refuses: read-only, full, no permission, a
+file where a folder belongs) is reported as ``<prog>: error: <message>`` on one line, with no
 traceback; ``--verbose`` on the command line or ``EMBRES_VERBOSE=1`` in the environment
 brings the traceback back. Anything else (a bug) keeps Python's traceback and exit code 1.
 
@@ -16,6 +17,7 @@ Usage in a command's entry point::
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -39,6 +41,18 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, FloatingPoi
 # Files the user named that are missing or unreadable: the user's wherever they are raised.
 FILE_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 
+# A write the file system refused, wherever it was raised (pathlib, Orbax, matplotlib): the
+# user chose the path, so the path is named in one line with what to do. (EACCES, EPERM and
+# ENOTDIR are PermissionError / NotADirectoryError, in FILE_ERRORS: reads raise them too.)
+WRITE_ERRNOS = {
+    errno.EROFS: "cannot write there: read-only file system; choose a writable path",
+    errno.ENOSPC: "cannot write there: no space left on the device; free some or choose "
+    "another path",
+    errno.EDQUOT: "cannot write there: disk quota exceeded; free some space or choose another path",
+    errno.EEXIST: "already exists, where a folder or a new name was expected; choose another "
+    "path or remove it",
+}
+
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -54,9 +68,44 @@ def raised_by_embres(error: BaseException) -> bool:
 
 def is_user_error(error: BaseException, user_errors=USER_ERRORS) -> bool:
     """A UsageError, a file error, or one of ``user_errors`` raised by embres itself."""
-    if isinstance(error, (UsageError, *FILE_ERRORS)):
+    if isinstance(error, (UsageError, *FILE_ERRORS)) or is_write_error(error):
         return True
     return isinstance(error, user_errors) and raised_by_embres(error)
+
+
+def is_write_error(error: BaseException) -> bool:
+    """An OSError of :data:`WRITE_ERRNOS` (a refused write) that names its path."""
+    return isinstance(error, OSError) and error.errno in WRITE_ERRNOS and error.filename is not None
+
+
+def write_error_line(error: OSError) -> str:
+    """``<path>: <what went wrong; what to do> [Errno N]``, on one line."""
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+    return f"{paths}: {WRITE_ERRNOS[error.errno]} [Errno {error.errno}]"
+
+
+def writable_problem(path: str | os.PathLike, what: str) -> str | None:
+    """Why a folder cannot be made or written at ``path`` (checked without writing), or None.
+
+    For a check before long work: ``path`` (an existing folder, or a path to create) is
+    refused when it or its nearest existing ancestor is a file, or that ancestor is on a
+    read-only file system or not writable by this user. ``what`` names the value in the
+    message, e.g. ``"--out runs/x"``. A full disk shows only when written
+    (:func:`run` reports that in one line too).
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        return f"{what}: {path} is a file; expected a folder (or a path that does not exist)"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{what}: {existing} is a file, so no folder can be made at {path}"
+    if os.access(existing, os.W_OK | os.X_OK):
+        return None
+    read_only = hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY
+    why = "is on a read-only file system" if read_only else "is not writable by this user"
+    return f"{what}: cannot write in {existing}: it {why}; expected a writable folder"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -142,6 +191,9 @@ def run(
     except user_errors as e:
         if verbose_requested(argv) or not is_user_error(e, user_errors):
             raise
+        if is_write_error(e):  # the path and what to do are the whole story
+            fail(prog, write_error_line(e))
+            return USAGE_EXIT
         # A UsageError is complete in itself; elsewhere the traceback may help a bug report.
         hint = "" if isinstance(e, UsageError) else f" (traceback: --verbose or {VERBOSE_ENV}=1)"
         fail(prog, one_line(e) + hint)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from embres.cli import join_lines
-from embres.evaluate.common import DataFormatError, Skipped
+from embres.evaluate.common import DataFormatError, NonFiniteScoreError, Skipped, is_non_finite
 from embres.evaluate.models import load_embedder, register_detector, register_loader
 from embres.evaluate.tasks import TASKS, TRAINING_TASKS, build_evaluator
 from embres.evaluate.training import clear_teacher_cache, run_training_evals
@@ -35,6 +35,7 @@ __all__ = [
     "TASKS",
     "TRAINING_TASKS",
     "DataFormatError",
+    "NonFiniteScoreError",
     "Skipped",
     "build_evaluator",
     "clear_teacher_cache",
@@ -133,16 +134,53 @@ def _run_task(
     log: Any,
     options: dict[str, Any],
 ) -> None:
-    """Runs one task, adding each metric or skip to ``record`` as soon as it is yielded."""
+    """Runs one task, adding each metric or skip to ``record`` as soon as it is yielded.
+
+    A NaN or infinite score is kept out of ``record["metrics"]`` (no table or plot shows
+    it); once the task's other metrics are in, :class:`NonFiniteScoreError` names them.
+    """
     from embres.evaluate.report import format_value
 
+    non_finite = []
     for metric, value in build_evaluator(task, info, **options).run(embed_fn):
+        if is_non_finite(value):
+            non_finite.append(f"{metric}={value}")
+            continue
         if isinstance(value, Skipped):
             record["skipped"][metric] = value.reason
         else:
             record["metrics"][metric] = value
         if log is not None:
             log(f"{record['name']}  {metric}: {format_value(metric, value)}")
+    if non_finite:
+        raise NonFiniteScoreError(
+            f"{', '.join(non_finite)}: not a finite score; {vectors_verdict(embed_fn)}"
+        )
+
+
+# Embedded when a score is not finite, to say whether the model's vectors are the cause.
+PROBE_TEXTS = ("A man is playing a guitar.", "the", "Kedi bahçede uyuyor.")
+
+
+def vectors_verdict(embed_fn: Any) -> str:
+    """Whether ``embed_fn``'s vectors for :data:`PROBE_TEXTS` are finite, as a clause."""
+    import numpy as np
+
+    try:
+        vectors = np.asarray(embed_fn(list(PROBE_TEXTS)), dtype=np.float64)
+    except Exception as e:  # the verdict is a hint: its own failure must not hide the score's
+        return f"embedding {len(PROBE_TEXTS)} test sentences to find why failed ({e!r:.80})"
+    bad = int(np.size(vectors) - np.isfinite(vectors).sum())
+    if bad:
+        return (
+            f"the model's vectors are not finite ({bad} of {vectors.size} values NaN or Inf for "
+            f"{len(PROBE_TEXTS)} test sentences): its weights hold NaN or Inf (a diverged "
+            "training run?)"
+        )
+    return (
+        f"the model's vectors for {len(PROBE_TEXTS)} test sentences are finite, so some "
+        "inputs give NaN/Inf vectors, or every vector is the same (a constant score)"
+    )
 
 
 def _record_error(

@@ -26,10 +26,16 @@ and message, under "Failed" in report.md) and the run goes on with the next task
 An earlier report in --out is replaced, with one line saying so; its files are kept beside
 the new ones as report.prev.json, report.prev.md and *.prev.png (one generation).
 
+A score that is not a finite number (NaN or Inf: a model whose vectors hold NaN, e.g. from
+a diverged training run) is not a measurement: its task is recorded as failed, naming the
+metrics and why (whether the model's vectors are finite), and no plot or table shows it.
+
 Exit status: 0 when every task ran (skips included); 1 when a task or a model's load
-failed (the report is written first and lists it); 2 for a mistake on the command line (a
-bad --model, a missing --compare folder, ...), reported in one line on stderr with no
-traceback (--verbose or EMBRES_VERBOSE=1 shows it, and the tracebacks of failed tasks).
+failed, a non-finite score included (the report is written first and lists it); 2 for a
+mistake on the command line (a bad --model, an empty --tasks, an --out that cannot be
+written, a missing --compare folder, ...) or a write the file system refuses (read-only,
+full), reported in one line on stderr with no traceback (--verbose or EMBRES_VERBOSE=1
+shows it, and the tracebacks of failed tasks).
 """
 
 from __future__ import annotations
@@ -162,6 +168,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.compare and args.model:
         p.error("give --model (evaluate) or --compare (merge reports), not both")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks and not args.compare:
+        p.error(f"--tasks {args.tasks!r} names no task; expected one or more of {','.join(TASKS)}")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         p.error(f"unknown tasks {unknown}; expected some of {sorted(TASKS)}")
@@ -170,11 +178,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def out_problem(out: str) -> str | None:
-    """Why --out cannot hold a report (it is a file), or None."""
-    path = Path(out)
-    return (
-        f"--out {out} is a file; expected a folder" if path.exists() and not path.is_dir() else None
-    )
+    """Why --out cannot hold a report (a file, on a read-only file system, ...), or None."""
+    return cli.writable_problem(out, f"--out {out}")
 
 
 def curves_problems(paths: Sequence[str]) -> list[str]:

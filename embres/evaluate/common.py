@@ -1,4 +1,5 @@
-"""Pieces shared by the evaluators: data folder, strict TSV reading, skips, cosine, embedding."""
+"""Pieces shared by the evaluators: data folder, strict TSV reading, skips, non-finite scores,
+cosine, embedding."""
 
 from __future__ import annotations
 
@@ -15,6 +16,17 @@ DATA_ENV = "EMBRES_DATA_DIR"
 
 class DataFormatError(ValueError):
     """A data file whose content does not match its format; the message names file and line."""
+
+
+class NonFiniteScoreError(FloatingPointError):
+    """A task gave a score that is NaN or Inf: no measurement; the message says which and why."""
+
+
+def is_non_finite(value: object) -> bool:
+    """Whether ``value`` is a number (not a bool) that is NaN or infinite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return False
+    return not np.isfinite(float(value))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -449,7 +449,10 @@ def plot_training_curves(
     path: str | os.PathLike,
     keys: Sequence[str] | None = None,
 ) -> Path:
-    """One panel per numeric metric (default: all but ``step``) against step; one line per file."""
+    """One panel per numeric metric (default: all but ``step``) against step; one line per file.
+
+    Points whose value is NaN or infinite are left out of the lines.
+    """
     from matplotlib.ticker import FuncFormatter
 
     runs = {str(p): [r for r in read_jsonl(p) if "step" in r] for p in jsonl_paths}
@@ -468,10 +471,10 @@ def plot_training_curves(
     plain = FuncFormatter(lambda v, _: plain_number(v))
     for ax, key in zip(axes[:, 0], keys, strict=True):
         for label, rows in runs.items():
-            pts = [
+            pts = [  # a NaN or Inf (a diverged run's loss) has no place on an axis
                 (r["step"], axis_value(key, r[key]))
                 for r in rows
-                if isinstance(r.get(key), (int, float))
+                if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])
             ]
             if pts:
                 ax.plot(*zip(*pts, strict=True), label=Path(label).parent.name or label)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from embres.cli import join_lines
-from embres.evaluate.common import DataFormatError
+from embres.evaluate.common import DataFormatError, is_non_finite
 from embres.evaluate.plots import (
     AXIS_TITLES,
     DPI,
@@ -279,6 +279,7 @@ def plot_notes(records: Sequence[dict[str, Any]]) -> list[str]:
     """
     if len(records) < 2:
         return []
+    records = finite_records(records)  # as draw_plots sees them
     counts: dict[str, int] = {}
     for record in records:
         for name in record["metrics"]:
@@ -349,10 +350,22 @@ def write_report(
     return written
 
 
+def finite_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` without NaN or infinite metrics (an older report.json may hold them)."""
+    return [
+        {**r, "metrics": {k: v for k, v in r["metrics"].items() if not is_non_finite(v)}}
+        for r in records
+    ]
+
+
 def draw_plots(
     records: Sequence[dict[str, Any]], out: Path, curves: Sequence[str | os.PathLike] = ()
 ) -> dict[str, Path]:
-    """Draws the plots that apply to ``records`` into ``out``; returns them by kind."""
+    """Draws the plots that apply to ``records`` into ``out``; returns them by kind.
+
+    A NaN or infinite metric is left out, as if the model lacked it.
+    """
+    records = finite_records(records)
     written = {}
     quality = quality_metric(records)
     if quality is not None:

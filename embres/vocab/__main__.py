@@ -6,7 +6,11 @@
       [--english en.txt] [--vocab-size 16000] [--guard seen|letters]
   python -m embres.vocab trim --tokenizer all-MiniLM-L6-v2 --text tr.txt --text en.txt --out DIR
 
-``--text`` may repeat; ``--limit N`` reads at most N lines of each. Errors print one line.
+``--text`` may repeat; ``--limit N`` reads at most N lines of each. A ``--text`` file must be
+UTF-8 (a few bad lines warn, a mostly binary file is refused, as for ``text:`` sources) and
+hold a non-empty line; ``--out`` is checked before any work (a file there, or a read-only
+folder, is refused). ``train`` warns when the text gives fewer tokens than ``--vocab-size``.
+Errors print one line.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from embres.vocab import build
 PROG = "embres.vocab"  # how error lines start: "embres.vocab: error: ..."
 
 
-class CliError(Exception):
-    """A bad command-line value; printed as one line."""
+class CliError(cli.UsageError):
+    """A bad command-line value; printed as one line (complete: no traceback hint)."""
 
 
 def load_tokenizer(name: str):
@@ -48,17 +52,50 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer above zero (``--limit 0`` would read nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def read_lines(files: list[str], limit: int | None) -> list[str]:
-    """Non-empty lines of each file (at most ``limit`` per file)."""
+    """Non-empty lines of each file (at most ``limit`` per file).
+
+    Each file is checked as a ``text:`` source is (:func:`embres.data.text.check_utf8`): a
+    few lines that are not UTF-8 warn and are read with U+FFFD; a file that is mostly not
+    (binary data, another encoding) is refused. A file without a non-empty line is refused.
+    """
+    from embres.data.text import check_utf8
+
     lines: list[str] = []
     for name in files:
         path = Path(name)
         if not path.is_file():
             raise CliError(f"--text {name!r}: no such file")
-        with path.open(encoding="utf-8") as f:
+        try:
+            check_utf8(path)
+        except ValueError as e:
+            raise CliError(f"--text {e}") from None
+        with path.open(encoding="utf-8", errors="replace") as f:
             taken = [line.rstrip("\n") for line in f if line.strip()]
+        if not taken:
+            raise CliError(
+                f"--text {name!r} has no non-empty line; expected UTF-8 text, one sentence a line"
+            )
         lines += taken[:limit] if limit is not None else taken
     return lines
+
+
+def check_out(out: str) -> None:
+    """Refuses an ``--out`` where no tokenizer folder can be written, before any work."""
+    problem = cli.writable_problem(out, f"--out {out}")
+    if problem:
+        raise CliError(problem)
 
 
 def _mb(n: int) -> str:
@@ -94,13 +131,24 @@ def stats(args) -> None:
 
 
 def train(args) -> None:
+    check_out(args.out)
     texts = read_lines(args.text, args.limit)
     tok = build.train_tokenizer(texts, model=args.model, vocab_size=args.vocab_size, lang=args.lang)
+    if len(tok) < args.vocab_size:
+        words = len({w for t in texts for w in t.split()})
+        print(
+            f"{PROG}: warning: the text gave {len(tok)} tokens, fewer than --vocab-size "
+            f"{args.vocab_size} ({len(texts)} lines, {words} distinct words); more text gives "
+            "a larger vocabulary",
+            file=sys.stderr,
+            flush=True,
+        )
     tok.save_pretrained(args.out)
     print(f"{args.model} vocabulary of {len(tok)} tokens -> {args.out}")
 
 
 def bilingual(args) -> None:
+    check_out(args.out)
     teacher = load_tokenizer(args.teacher)
     english = read_lines(args.english, args.limit) if args.english else None
     tok, info = build.extend_tokenizer(
@@ -116,6 +164,7 @@ def bilingual(args) -> None:
 
 
 def trim(args) -> None:
+    check_out(args.out)
     tok, kept_ids = build.trim_tokenizer(
         load_tokenizer(args.tokenizer), read_lines(args.text, args.limit), min_count=args.min_count
     )
@@ -135,11 +184,11 @@ def parser() -> argparse.ArgumentParser:
 
     def common(s, text_required=True):
         s.add_argument("--text", action="append", required=text_required, help="a text file")
-        s.add_argument("--limit", type=int, default=None, help="lines per file")
+        s.add_argument("--limit", type=positive_int, default=None, help="lines per file")
 
     s = sub.add_parser("stats", help="vocabulary size, fertility, unk rate, table bytes")
     s.add_argument("--tokenizer", action="append", required=True)
-    s.add_argument("--dim", type=int, default=384)
+    s.add_argument("--dim", type=positive_int, default=384, help="table width for its bytes")
     common(s)
     s.set_defaults(run=stats)
     s = sub.add_parser("train", help="train a language's tokenizer")
