@@ -5,45 +5,25 @@ source position, JSON) and ``meta`` (config, base model name, a fingerprint of t
 JSON). Orbax writes into a temporary directory and renames it when complete, so a killed
 run leaves either a whole checkpoint or a temporary one that is never read.
 
-**Restore** tries the newest step first and ends in one of four ways:
+**Save** (:meth:`Checkpointer.save`) writes the three items with the state's fingerprint
+(:mod:`embres.checkpoint_fingerprint`). **Restore** (:meth:`Checkpointer.restore`) tries the
+newest step first and ends in one of four ways:
 
 - *verified*: the arrays match the fingerprint saved with them; the step is used.
 - *not verified*: the meta has no (usable) fingerprint, e.g. it was written before
   fingerprints existed; the step is used and ``report`` says it was "not verified".
   Arrays restored in another dtype than saved (Orbax casts silently) are reported the
   same way, since their fingerprint cannot be compared.
-- *corrupt*: proven broken (below). It is reported, moved to ``corrupt_checkpoints/``
-  next to the checkpoint folder (kept for inspection), and the previous step is tried.
+- *corrupt*: proven broken (:func:`embres.checkpoint_errors.corruption_reason` says what
+  counts as proof, and nothing else does). It is reported, moved to
+  ``corrupt_checkpoints/`` next to the checkpoint folder (kept for inspection), and the
+  previous step is tried.
 - *unreadable*: any other failure: an ``OSError`` (a transient I/O error, a missing file,
   a file system that is not mounted), a sharding or layout this run cannot use, an
   exception while fingerprinting. The checkpoint is left in place and the run stops with
   :class:`CheckpointReadError`, naming the step and the directory. A whole checkpoint
   whose shapes do not fit the run (another rank, another config) stops the run with
   :class:`CheckpointShapeError`, also leaving it in place.
-
-What counts as **proof of corruption** (:func:`corruption_reason`), and nothing else:
-
-1. The arrays were read and differ from the saved fingerprint (:func:`fingerprint_problems`).
-2. ``json.JSONDecodeError`` (or ``UnicodeDecodeError``) while reading the step: a JSON file
-   Orbax wrote and committed (``data``, ``meta``, the state's ``_METADATA`` or array
-   metadata) no longer parses, so its bytes are truncated or overwritten.
-3. A TensorStore error (Orbax reads arrays through TensorStore, which raises ``ValueError``
-   whose message starts with the absl status code) that speaks of the stored bytes:
-   ``DATA_LOSS`` (the bytes fail TensorStore's checks), ``OUT_OF_RANGE`` on a byte range (a
-   file is shorter than the index that points into it: truncated), "Error decoding"
-   (compressed chunks or b-tree nodes do not decode), or "Invalid JSON" (a stored JSON file
-   such as ``_sharding`` does not parse).
-
-``NOT_FOUND`` and every ``OSError`` are deliberately not proof: a missing or unreadable file
-on a network file system may be back on the next try, and moving the newest checkpoint
-aside would silently throw away training.
-
-**The fingerprint** is, per leaf of the state, its dtype, ``Σx`` and ``Σ|x|`` in float32, and
-an exact checksum of its bits: the wrapping uint32 sum of a hash of (bit pattern, global
-flat index) over the elements. Integer addition is associative, so the checksum is the same
-for every mesh, sharding, process count and backend, and it changes whenever one element
-changes (any one change is caught; several at once escape with probability 2^-32). The
-float sums can only be compared up to rounding: see :data:`RTOL`.
 
 **Several processes** agree on every decision: process 0 chooses the step to try and
 broadcasts it; all processes gather whether they could read it (one process that could
@@ -68,61 +48,37 @@ import itertools
 import json
 import logging
 import math
-import re
 import shutil
-import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from jax import lax
 from jax.experimental import multihost_utils
 
-from embres.arrays import path_name
+from embres.checkpoint_errors import (
+    CheckpointReadError,
+    CheckpointShapeError,
+    corruption_reason,
+    install_read_debris_filter,
+    read_error,
+    shape_error,
+    shapes,
+)
+from embres.checkpoint_fingerprint import fingerprint, fingerprint_problems
+
+__all__ = [
+    "CheckpointReadError",
+    "CheckpointShapeError",
+    "Checkpointer",
+    "config_changes",
+    "newest_meta",
+]
 
 log = logging.getLogger(__name__)
 
 ITEMS = ("state", "data", "meta")
-
-RTOL = 2.0**-10
-"""Relative tolerance of the float32 sums, as a fraction of the leaf's ``Σ|x|``.
-
-A float32 sum of ``n`` terms in any order (serial, pairwise, per-device partial sums then
-an all-reduce) has an error made of one rounding per addition, each at most
-``u = 2**-24`` of a partial sum no larger than ``Σ|x|``; treated as independent they add up
-to about ``u·sqrt(n)·Σ|x|`` (Higham & Mary, 2019), and far less for the tree reductions XLA
-uses (measured: below 1e-7·Σ|x| for 30,000 x 384 on every 8-device layout). Even a fully
-serial sum of 2**24 elements stays near ``2**-12·Σ|x|`` on each side, four times below the
-difference ``2**-10·Σ|x|`` allowed. The tolerance scales with ``Σ|x|``, not with ``|Σx|``:
-a centred table has ``Σx`` near zero, and cancellation makes its float32 value differ from
-mesh to mesh by far more than ``|Σx|`` itself. Being loose costs nothing, because the exact
-checksum catches the small changes the sums cannot see; the sums catch gross damage (and
-are the only check for fingerprints written before the checksum existed).
-"""
-
-TINY = 1e-30
-"""Absolute slack of the float comparison, for all-zero leaves (``Σ|x| = 0``)."""
-
-
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint whose arrays do not match the fingerprint saved with them."""
-
-
-class CheckpointShapeError(ValueError):
-    """A readable checkpoint written for other shapes than the run's (a changed config)."""
-
-
-class CheckpointReadError(RuntimeError):
-    """A checkpoint that could not be restored, with no proof that it is corrupt.
-
-    It is left in place; the message names the step, the directory and the cause.
-    """
-
 
 # ----------------------------------------------------------------------------- config
 
@@ -176,285 +132,6 @@ def _show(value: Any) -> str:
         return json.dumps(value, sort_keys=True)
     except (TypeError, ValueError):
         return repr(value)
-
-
-# ----------------------------------------------------------------------------- fingerprint
-
-
-def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-    # Paths as "a/0/b": the saved metadata turns tuples and named tuples into dicts, whose
-    # keys print the same way.
-    return {
-        path_name(path): tuple(leaf.shape)
-        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-        if hasattr(leaf, "shape")
-    }
-
-
-def _mix(h: jax.Array) -> jax.Array:
-    """MurmurHash3's 32-bit finaliser: a bijection of uint32 that spreads every bit."""
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
-
-
-def _bits(x: jax.Array) -> jax.Array | None:
-    """Each element's bit pattern as uint32 (64-bit ones folded), or ``None`` if unsupported."""
-    if x.dtype == jnp.bool_:
-        return x.astype(jnp.uint32)
-    try:
-        if x.dtype.itemsize == 4:
-            return lax.bitcast_convert_type(x, jnp.uint32)
-        if x.dtype.itemsize == 2:
-            return lax.bitcast_convert_type(x, jnp.uint16).astype(jnp.uint32)
-        if x.dtype.itemsize == 1:
-            return lax.bitcast_convert_type(x, jnp.uint8).astype(jnp.uint32)
-        if x.dtype.itemsize == 8:
-            words = lax.bitcast_convert_type(x, jnp.uint32)
-            return words[..., 0] ^ _mix(words[..., 1] + np.uint32(0x7F4A7C15))
-    except (TypeError, ValueError):  # sub-byte or complex types: no checksum
-        pass
-    return None
-
-
-def _checksum(x: jax.Array) -> jax.Array | None:
-    bits = _bits(x)
-    if bits is None:
-        return None
-    index = jnp.zeros(x.shape, jnp.uint32)  # the global flat index, wrapping past 2**32
-    stride = 1
-    for axis in reversed(range(x.ndim)):
-        step = np.uint32(stride % 2**32)
-        index = index + lax.broadcasted_iota(jnp.uint32, x.shape, axis) * step
-        stride *= x.shape[axis]
-    # bits ^ (a function of the index) is a bijection of bits, and so is _mix: changing one
-    # element always changes its term, hence the wrapping sum.
-    terms = _mix(bits ^ _mix(index ^ np.uint32(0x9E3779B9)))
-    return jnp.sum(terms, dtype=jnp.uint32)
-
-
-@jax.jit
-def _leaf_stats(leaves: list) -> list:
-    out = []
-    for x in leaves:
-        x = jnp.asarray(x)
-        f = x.astype(jnp.float32)
-        out.append((jnp.stack([jnp.sum(f), jnp.sum(jnp.abs(f))]), _checksum(x)))
-    return out
-
-
-def _dtype_name(x: Any) -> str:
-    return str(jax.dtypes.canonicalize_dtype(np.result_type(x)))
-
-
-def fingerprint(tree: Any) -> list[dict]:
-    """Per leaf: ``{"path", "dtype", "sum", "abs_sum", "checksum"}`` (see the module doc).
-
-    Cheap (one pass, compiled once per state layout) and works on sharded arrays, across
-    processes included: the results are replicated scalars.
-    """
-    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    stats = _leaf_stats([leaf for _, leaf in flat])
-    entries = []
-    for (path, leaf), (sums, checksum) in zip(flat, stats, strict=True):
-        total, abs_total = (float(v) for v in np.asarray(sums))
-        entries.append(
-            {
-                "path": path_name(path),
-                "dtype": _dtype_name(leaf),
-                "sum": total,
-                "abs_sum": abs_total,
-                "checksum": None if checksum is None else int(np.asarray(checksum)),
-            }
-        )
-    return entries
-
-
-def _parts(entry: Any) -> dict:
-    """A fingerprint entry as a dict; the older form was ``[sum, abs_sum]``."""
-    if isinstance(entry, dict):
-        return entry
-    total, abs_total = entry
-    return {"sum": total, "abs_sum": abs_total}
-
-
-def _close(a: float, b: float, scale: float, rtol: float) -> bool:
-    if a == b or (math.isnan(a) and math.isnan(b)):
-        return True
-    return abs(a - b) <= rtol * scale + TINY  # False for inf or NaN on one side only
-
-
-def fingerprint_problems(
-    saved: list, restored: list, rtol: float = RTOL
-) -> tuple[list[str], list[str]]:
-    """Compares two fingerprints leaf by leaf: ``(mismatched, unverified)`` leaf names.
-
-    A leaf is *mismatched* when both sides have the same dtype and their checksums differ,
-    or ``|Σa − Σb|`` or ``|Σ|a| − Σ|b||`` exceeds ``rtol·max(Σ|a|, Σ|b|) + TINY``. It is
-    *unverified* when the dtypes differ (Orbax casts on restore) or the fingerprints cannot
-    be lined up (another number of leaves or other paths): a reason to warn, never proof.
-    """
-    if not isinstance(saved, list) or len(saved) != len(restored):
-        n = len(saved) if isinstance(saved, list) else type(saved).__name__
-        return [], [f"the saved fingerprint ({n} leaves) does not line up with the state"]
-    mismatched, unverified = [], []
-    for i, (a, b) in enumerate(zip(saved, restored, strict=True)):
-        try:
-            a, b = _parts(a), _parts(b)
-            name = b.get("path") or a.get("path") or f"leaf {i}"
-            if a.get("path") is not None and b.get("path") is not None:
-                if a["path"] != b["path"]:
-                    unverified.append(f"{name} (saved as {a['path']})")
-                    continue
-            if a.get("dtype") and b.get("dtype") and a["dtype"] != b["dtype"]:
-                unverified.append(f"{name} (saved as {a['dtype']}, restored as {b['dtype']})")
-                continue
-            scale = max(abs(float(a["abs_sum"])), abs(float(b["abs_sum"])))
-            if math.isnan(scale):
-                scale = 0.0
-            sums_ok = _close(float(a["sum"]), float(b["sum"]), scale, rtol) and _close(
-                float(a["abs_sum"]), float(b["abs_sum"]), scale, rtol
-            )
-            checks = a.get("checksum"), b.get("checksum")
-            bits_ok = None in checks or int(checks[0]) == int(checks[1])
-        except (TypeError, ValueError, KeyError, AttributeError):
-            unverified.append(f"leaf {i} (unreadable fingerprint entry)")
-            continue
-        if not (sums_ok and bits_ok):
-            mismatched.append(name)
-    return mismatched, unverified
-
-
-def fingerprints_match(a: list, b: list, rtol: float = RTOL) -> bool:
-    """Whether no leaf is mismatched (see :func:`fingerprint_problems`)."""
-    return not fingerprint_problems(a, b, rtol)[0]
-
-
-# ----------------------------------------------------------------------------- corruption
-
-_TENSORSTORE_PROOF = (
-    (re.compile(r"^DATA_LOSS:"), "the stored bytes fail TensorStore's checks (DATA_LOSS)"),
-    (
-        re.compile(r"^OUT_OF_RANGE:.*byte range", re.IGNORECASE | re.DOTALL),
-        "a file is shorter than its index says (truncated)",
-    ),
-    (re.compile(r"Error decoding"), "stored bytes do not decode"),
-    (re.compile(r"Invalid JSON"), "a stored JSON file does not parse"),
-)
-
-
-def corruption_reason(error: BaseException) -> str | None:
-    """Why ``error`` (raised while reading a step) proves the step's files broken, or None.
-
-    Looks through the exception and the chain Python would print under it (its cause, or
-    else its context), and exception groups; see the module docstring for the list and the
-    reasons behind it.
-    """
-    seen, todo = set(), [error]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, CorruptCheckpointError):
-            return str(e)
-        if isinstance(e, json.JSONDecodeError):
-            return f"a JSON file in it does not parse (truncated or overwritten: {e})"
-        if isinstance(e, UnicodeDecodeError):
-            return f"a text file in it is not valid UTF-8 (overwritten: {e})"
-        if isinstance(e, ValueError):
-            message = str(e)
-            for pattern, reason in _TENSORSTORE_PROOF:
-                if pattern.search(message):
-                    return f"{reason}: {_shorten(message)}"
-        # As Python shows them: the explicit cause, else the context unless suppressed.
-        inner = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
-        todo += [inner, *getattr(e, "exceptions", ())]
-    return None
-
-
-def _shorten(message: str, limit: int = 240) -> str:
-    """``message`` on one line, cut at a word boundary (with "...") when over ``limit``."""
-    text = " ".join(message.split())
-    if len(text) <= limit:
-        return text
-    return text[:limit].rsplit(" ", 1)[0] + " ..."
-
-
-def _from_aborted_read(exc: BaseException | None, obj: Any) -> bool:
-    """Whether an unraisable error is the debris of an Orbax read abandoned after a failure."""
-    where = getattr(getattr(obj, "cr_code", None), "co_filename", "") or repr(obj)
-    return "orbax" in where or (
-        isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
-    )
-
-
-def _orbax_task_debris(record: logging.LogRecord) -> bool:
-    """Logging filter: an abandoned checkpoint-read task, garbage-collected, goes to the
-    debug log.
-
-    asyncio reports a task whose exception nobody awaited ("Task exception was never
-    retrieved") through its own logger when the task is collected, not through
-    ``sys.unraisablehook``; for a read abandoned after a corrupt array, that is the same
-    debris. Such a task runs an Orbax coroutine, or asyncio's wrapper around a TensorStore
-    future (then only its exception tells: one that :func:`corruption_reason` takes as proof
-    of corruption, the error already reported). Returns ``False`` (drop) for exactly those
-    records, ``True`` for all others.
-    """
-    message = record.getMessage()
-    if "exception was never retrieved" not in message:
-        return True
-    error = record.exc_info[1] if record.exc_info else None
-    if "orbax" in message or (error is not None and corruption_reason(error) is not None):
-        log.debug("after an aborted checkpoint read: %s", message.splitlines()[0])
-        return False
-    return True
-
-
-def _install_read_debris_filter() -> Callable[[], None] | None:
-    """Sends what Orbax's aborted reads leave behind to the debug log, not to stderr.
-
-    When TensorStore fails on one array of a corrupt step, Orbax abandons its other pending
-    reads: their coroutines and event-loop callbacks die later (often only at exit) and
-    Python prints each as an "Exception ignored" traceback (asyncio, for a collected task, as
-    "Task exception was never retrieved"), hundreds of lines per corrupt step, interleaved
-    with our one-line message. They are consequences of the error already
-    judged by :func:`corruption_reason`. The filter logs exactly those at debug level and
-    passes every other unraisable error and thread exception on to the hook it wraps.
-
-    It must be in place before the reads start (a thread binds ``threading.excepthook`` when
-    it is created). Returns a function that puts the previous hooks back (``None`` when the
-    filter was already active): a restore that set nothing aside calls it, while after a
-    corrupt step it stays, since the debris may only surface at exit.
-    """
-    if getattr(sys.unraisablehook, "_embres_debris_filter", False):
-        return None
-    previous_unraisable, previous_thread_hook = sys.unraisablehook, threading.excepthook
-
-    def unraisable(args):
-        if _from_aborted_read(args.exc_value, args.object):
-            log.debug("after an aborted checkpoint read: %r in %r", args.exc_value, args.object)
-        else:
-            previous_unraisable(args)
-
-    def thread_hook(args):
-        if _from_aborted_read(args.exc_value, args.thread):
-            log.debug("after an aborted checkpoint read: %r in %s", args.exc_value, args.thread)
-        else:
-            previous_thread_hook(args)
-
-    unraisable._embres_debris_filter = True
-    sys.unraisablehook, threading.excepthook = unraisable, thread_hook
-    asyncio_log = logging.getLogger("asyncio")
-    asyncio_log.addFilter(_orbax_task_debris)
-
-    def remove() -> None:
-        sys.unraisablehook, threading.excepthook = previous_unraisable, previous_thread_hook
-        asyncio_log.removeFilter(_orbax_task_debris)
-
-    return remove
 
 
 # ----------------------------------------------------------------------------- processes
@@ -569,7 +246,7 @@ class Checkpointer:
         and one line when none is left ("starting over from step 0"); the caller says which
         step it resumes from.
         """
-        remove_filter = _install_read_debris_filter()
+        remove_filter = install_read_debris_filter()
         try:
             restored = self._restore(abstract_state)
         finally:
@@ -668,18 +345,7 @@ class Checkpointer:
     def _read_error(
         self, step: int, error: BaseException | None, processes: np.ndarray
     ) -> CheckpointReadError:
-        where = f"the checkpoint at step {step} in {self.directory}"
-        if error is not None:
-            cause = f"{type(error).__name__}: {_shorten(str(error))}"
-        else:
-            cause = f"process {', '.join(str(i) for i in processes)} could not read it"
-        return CheckpointReadError(
-            f"could not restore {where} ({cause}). This does not prove it corrupt (a transient "
-            "I/O error, a missing file, a layout or sharding this run cannot use), so the "
-            "checkpoint was left in place. Fix the cause and rerun; to resume from an older "
-            f"checkpoint instead, move {self.directory / str(step)} out of "
-            f"{self.directory} by hand"
-        )
+        return read_error(step, self.directory, error, processes)
 
     def _check_shapes(self, step: int, abstract_state: Any) -> None:
         """Raises :class:`CheckpointShapeError` when ``step`` holds other shapes than the run's.
@@ -687,41 +353,19 @@ class Checkpointer:
         Unreadable metadata is left to the restore that follows, which judges it.
         """
         try:
-            saved = _shapes(self.manager.item_metadata(step)["state"])
+            saved = shapes(self.manager.item_metadata(step)["state"])
         except Exception:  # noqa: BLE001 - judged (and reported) by the restore that follows
             return
-        wanted = _shapes(abstract_state)
-        differ = [
-            f"{k}: saved {saved.get(k)}, this run {v}"
-            for k, v in wanted.items()
-            if saved.get(k) != v
-        ]
-        differ = [d.replace("saved None", "not in the checkpoint") for d in differ]
-        differ += [f"{k}: saved {v}, not in this run" for k, v in saved.items() if k not in wanted]
-        if differ:
-            changed = [k for k, v in wanted.items() if saved.get(k) != v]
-            rows_only = set(saved) == set(wanted) and all(
-                saved[k][1:] == wanted[k][1:] for k in changed
-            )
-            hint = (
-                "Only the vocabulary rows differ: it was written with another "
-                "config.pad_vocab_to_multiple_of (1 before padding existed); set that value "
-                if rows_only
-                else "The config changed since (see train_config.json next to it): resume "
-                "with that config "
-            )
-            raise CheckpointShapeError(
-                f"checkpoint at step {step} in {self.directory} was written for other shapes "
-                f"({len(differ)} arrays differ; {'; '.join(differ[:4])}). {hint}or use "
-                "another --workdir; the checkpoint is left as it is"
-            )
+        error = shape_error(step, self.directory, saved, shapes(abstract_state))
+        if error is not None:
+            raise error
 
     def _quarantine(self, step: int, reason: str) -> None:
         """Moves a corrupt step folder aside (kept for inspection) so it is never read again.
 
         Process 0 moves; a barrier makes every process wait for the move before it reloads
         the manager's list of steps. Orbax's debris of the failed read goes to the debug log
-        from here on (see :func:`_install_read_debris_filter`).
+        from here on (see :func:`embres.checkpoint_errors.install_read_debris_filter`).
         """
         self._set_aside += 1
         source = self.directory / str(step)

@@ -22,16 +22,14 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from safetensors.numpy import load_file
 
-from embres import checkpointing
+from embres import checkpoint_errors, checkpointing
+from embres.checkpoint_errors import corruption_reason
+from embres.checkpoint_fingerprint import fingerprint, fingerprint_problems, fingerprints_match
 from embres.checkpointing import (
     Checkpointer,
     CheckpointReadError,
     CheckpointShapeError,
     config_changes,
-    corruption_reason,
-    fingerprint,
-    fingerprint_problems,
-    fingerprints_match,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,7 +276,7 @@ def test_collected_orbax_read_task_is_debug_noise_but_others_still_report(caplog
     # An earlier corrupt restore in this process leaves its filter on by design; start clean.
     monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
     monkeypatch.setattr(logging.getLogger("asyncio"), "filters", [])
-    remove = checkpointing._install_read_debris_filter()
+    remove = checkpoint_errors.install_read_debris_filter()
     assert remove is not None
     try:
         with caplog.at_level(logging.ERROR, logger="asyncio"):
