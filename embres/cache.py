@@ -112,13 +112,20 @@ def stale_reason(path: str | os.PathLike, key: Any, check: Callable[[Path], None
     return None
 
 
+def _sibling(path: Path, tag: str) -> Path:
+    """``<stem>.<tag><suffix>`` beside ``path``: the suffix kept (``np.save`` goes by it)."""
+    return path.with_name(f"{path.stem}.{tag}{path.suffix}")
+
+
 def remove_stale(path: Path) -> None:
-    """Removes ``<path>.partial-<host>-<pid>`` / ``.old-...`` leftovers of dead builds on this
-    host (and of this process)."""
+    """Removes ``<stem>.partial-<host>-<pid><suffix>`` / ``.old-...`` leftovers of dead
+    builds on this host (and of this process)."""
     host = socket.gethostname()
     for tag in ("partial", "old"):
-        for leftover in path.parent.glob(f"{path.name}.{tag}-*"):
-            owner, _, pid = leftover.name[len(path.name) + len(tag) + 2 :].rpartition("-")
+        prefix = f"{path.stem}.{tag}-"
+        for leftover in path.parent.glob(f"{prefix}*{path.suffix}"):
+            middle = leftover.name[len(prefix) : len(leftover.name) - len(path.suffix)]
+            owner, _, pid = middle.rpartition("-")
             if (
                 owner == host
                 and pid.isdigit()
@@ -138,12 +145,12 @@ def swap_in(built: Path, path: Path, tag: str) -> None:
     """Moves the complete artefact ``built`` to ``path``, replacing what ``path`` held.
 
     A file is replaced by one rename. A folder cannot be: the old one is moved aside to
-    ``<name>.old-<tag>`` first, and put back if the second rename fails.
+    ``<stem>.old-<tag><suffix>`` first, and put back if the second rename fails.
     """
     if not (path.exists() and (path.is_dir() or built.is_dir())):
         os.replace(built, path)
         return
-    old = path.with_name(f"{path.name}.old-{tag}")
+    old = _sibling(path, f"old-{tag}")
     os.replace(path, old)
     try:
         os.replace(built, path)
@@ -165,7 +172,7 @@ def _build(path: Path, key: Any, build: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(path)
     tag = f"{socket.gethostname()}-{os.getpid()}"
-    tmp = path.with_name(f"{path.name}.partial-{tag}")
+    tmp = _sibling(path, f"partial-{tag}")
     try:
         build(tmp)
         if not tmp.exists():
@@ -204,7 +211,8 @@ def build_once(
       path: the artefact, a file or a folder (``build`` decides which).
       key: JSON facts the artefact depends on (file digests, settings, a format version).
       build: ``build(tmp)`` writes the whole artefact at ``tmp`` (a file or a folder, absent
-        when called); run on process 0 only, and only when the artefact is absent or stale.
+        when called; it keeps ``path``'s suffix); run on process 0 only, and only when the
+        artefact is absent or stale.
       process_index, process_count: this process and the run's process count; every
         process calls ``build_once`` and waits for process 0.
       log: reports why an existing artefact is rebuilt (on process 0).

@@ -170,3 +170,18 @@ def test_two_real_processes_sync_through_jax(tmp_path):
     outputs = [p.communicate(timeout=100)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert all("read built" in out for out in outputs), outputs
+
+
+def test_the_temporary_keeps_the_suffix_and_dead_builds_leftovers_go(tmp_path):
+    import socket
+
+    import numpy as np
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    stale = tmp_path / f"rows.partial-{socket.gethostname()}-{int(dead.stdout)}.npy"
+    stale.write_bytes(b"half")
+    path = cache.build_once(tmp_path / "rows.npy", 1, lambda tmp: np.save(tmp, np.arange(3)))
+    np.testing.assert_array_equal(np.load(path), np.arange(3))  # np.save wrote where asked
+    assert not stale.exists()
