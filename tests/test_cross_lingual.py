@@ -10,7 +10,7 @@ import pytest
 from _train_utils import tiny_config
 
 from embres import adapters, objectives, train
-from embres.data.parallel import ParallelSource, read_pairs
+from embres.data.translation import TranslationSource, read_pairs
 from embres.objectives import losses
 
 EN = [
@@ -265,7 +265,7 @@ def test_parallel_source_weights_buckets_and_resume(tiny_bert, language_files):
     weights = np.linspace(0.1, 1.0, len(pairs)).astype(np.float32)
 
     def make():
-        return ParallelSource(
+        return TranslationSource(
             tokenizer, [t for _, t in pairs], [s for s, _ in pairs], targets, weights,
             batch_size=6, max_length=64, pad_id=0, add_special_tokens=True, seed=3,
         )  # fmt: skip

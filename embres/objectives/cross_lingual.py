@@ -173,7 +173,7 @@ def read_items(config: Any, log) -> Items:
     """The pairs of ``config.data.source`` (the first ``heldout`` kept out) and, with a
     positive ``dictionary_weight``, the dictionary's entries."""
     from embres import data
-    from embres.data.parallel import read_pairs
+    from embres.data.translation import read_pairs
 
     obj, cfg = config.objective, config.data
     pairs, names = read_pairs(data.parse_spec(cfg.source).path, cfg.columns)
@@ -258,7 +258,7 @@ def starting_rows(config, host, tokenizer, kept_ids, items: Items, table, studen
         embed_fn = stages.extractor_fn(host, config.eval.batch_size, normalize=False)
     dictionary = None
     if obj.dictionary:
-        from embres.data.parallel import read_pairs
+        from embres.data.translation import read_pairs
 
         dictionary = read_pairs(obj.dictionary, ",".join(items.names))[0]
     return language.initial_rows(
@@ -325,10 +325,10 @@ def make_loss(config: Any, student: Any, width: int):
 
 def make_source(config, student, items: Items, targets, process_index, process_count):
     """The batches: target side (``ids``), source side (``ids_b``), projected targets, weights."""
-    from embres.data.parallel import ParallelSource
+    from embres.data.translation import TranslationSource
 
     tokenizer = student.tokenizer
-    return ParallelSource(
+    return TranslationSource(
         tokenizer,
         [t for _, t in items.all],
         [s for s, _ in items.all],

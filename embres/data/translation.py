@@ -67,7 +67,7 @@ def read_pairs(path: str | Path, columns: str = "") -> tuple[list[tuple[str, str
     return pairs, [header[a], header[b]]
 
 
-class ParallelSource:
+class TranslationSource:
     """In-memory cross-lingual batches; see the module docstring.
 
     Args:
@@ -105,7 +105,7 @@ class ParallelSource:
         n = len(target_texts)
         if not (len(source_texts) == n == len(targets) == len(weights)) or n == 0:
             raise ValueError(
-                f"ParallelSource needs as many source texts ({len(source_texts)}), targets "
+                f"TranslationSource needs as many source texts ({len(source_texts)}), targets "
                 f"({len(targets)}) and weights ({len(weights)}) as target texts ({n}), and > 0"
             )
         if batch_size % process_count:
@@ -196,7 +196,7 @@ class ParallelSource:
 
     def token_weights(self) -> np.ndarray:
         """Not used by cross-lingual students (their weights come from the objective)."""
-        raise NotImplementedError("ParallelSource does not count tokens; the objective does")
+        raise NotImplementedError("TranslationSource does not count tokens; the objective does")
 
     def heldout_texts(self, n: int) -> list[str]:
         """Target-language sides of up to ``n`` held-out pairs."""
