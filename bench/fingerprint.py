@@ -36,7 +36,7 @@ RUNS = [
     ("language_static", "language_static.py", "runlocal", None),
     ("language_static_teacher_init", "language_static.py", "runlocal,init=teacher", None),
     ("language_transfer", "language_transfer.py", "runlocal", None),
-    ("hybrid_finetune", "hybrid.py", "runlocal,finetune={hybrid}", "hybrid"),
+    ("hybrid_finetune", "hybrid_finetune.py", "runlocal,init_from={hybrid}", "hybrid"),
     ("language_finetune", "language_finetune.py", "runlocal,init_from={language_static}",
      "language_static"),
 ]

@@ -1,6 +1,6 @@
 """The second stage (``sts_finetune``): a contextual student's STS train pairs (``scored:``),
-the tokens it is trained on (as served), ``configs/hybrid.py:finetune=DIR`` end to end, and a
-transfer's teacher rows kept exact."""
+the tokens it is trained on (as served), ``configs/hybrid_finetune.py:init_from=DIR`` end to
+end, and a transfer's teacher rows kept exact."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_finetune_stage_starts_at_the_served_student_and_its_export_reloads(firs
     from embres.train import train_and_evaluate
 
     model_dir, stage1 = first_stage
-    config = load_config_module("hybrid").get_config(f"runlocal,finetune={stage1}")
+    config = load_config_module("hybrid_finetune").get_config(f"runlocal,init_from={stage1}")
     assert config.adapter.type == "transfer" and config.objective.kind == "sts_finetune"
     assert config.data.source == "scored:stsb,sick"
     config.model = str(model_dir)
@@ -173,7 +173,7 @@ def test_finetune_refuses_an_adapter_other_than_the_exports(first_stage):
     from embres.models import load_model
 
     model_dir, stage1 = first_stage
-    config = load_config_module("hybrid").get_config(f"runlocal,finetune={stage1}")
+    config = load_config_module("hybrid_finetune").get_config(f"runlocal,init_from={stage1}")
     config.adapter.type = "attention"
     with pytest.raises(ValueError, match=r"contextual student of adapter 'transfer'.*'attention'"):
         sts_finetune.check(config, load_model(str(model_dir)), adapters.get("attention"))
