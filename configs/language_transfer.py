@@ -12,23 +12,9 @@ Commands::
     python -m embres.train --config=configs/language_transfer.py
     python -m embres.train --config=configs/language_transfer.py:runlocal --workdir=/tmp/lt
 
-Numbers it produced (all-MiniLM-L6-v2, 2 CPU cores; dev splits, Spearman x100; teacher:
-STSb-TR 52.91, STS-B 86.72, SICK trial 79.99):
-
-* Default (300 steps of 32 at 1e-2; 13,206 new rows trained, 30,522 frozen):
-  STSb-TR dev 69.58, STS-B dev 86.73, SICK trial 79.99 (English is the teacher's: its ids and
-  rows are unchanged), bitext TR->EN 0.518 / EN->TR 0.555, probe 0.750 (``bench/language.py``).
-* The default command alone on a quiet machine, fresh workdir: 630 s wall (3.1 GB peak RSS),
-  5% over the 10-minute budget. Training is 165 s of it; the teacher's and the student's
-  evaluations take about 5 minutes, most of it the sentiment probe embedding 8,511 long
-  reviews through the transformer twice (``--config.evals.probe.max_train=2000`` shortens it;
-  ``EMBRES_TEACHER_EVAL_CACHE`` keeps the teacher's results for later runs).
-* 400 steps at 1e-2: 72.06 / 86.75 / 79.99, bitext 0.572 / 0.601, probe 0.773; 620 s wall on
-  a quiet machine, over the 10-minute budget, hence 300. 1,000 steps at 2e-3: 72.94.
-* Then ``configs/language_finetune.py`` (100 steps of 32): 70.06 / 86.72 / 79.99.
-* Below the static student on Turkish: only the input rows learn, and a frozen English
-  transformer reading them needs far more than 10k pairs and minutes of CPU (target >= 84
-  not met).
+Expected for the first command (alone on 2 quiet CPU cores, fresh workdir): STSb-TR dev /
+STS-B dev / SICK trial 69.58 / 86.73 / 79.99 (English is the teacher's), 630 s. Every run and
+each number's command: docs/language.md.
 """
 
 from embres import configlib
@@ -49,7 +35,7 @@ def get_config(arg: str | None = None):
     c.batch_size = 32
     c.total_steps = 300  # 400 steps: 620 s on 2 cores, over the 10-minute budget
     # Only input rows train: they take a large step size (2e-3 left the loss at 0.2 after
-    # 1,000 steps; see the docstring's numbers).
+    # 1,000 steps; docs/language.md).
     c.optimizer.learning_rate = 1e-2
     c.optimizer.warmup_steps = 20
     c.checkpoint.every_steps = 200

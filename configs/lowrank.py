@@ -4,7 +4,8 @@ The transformer above the table stays frozen; ``A`` (vocab × rank) and ``B`` (r
 start from a frequency-weighted truncated SVD of the table and are trained so the teacher
 fed with ``A·B`` reproduces its own hidden states (every layer) and pooled output.
 
-Default run (no data files; corpus-free sequences sampled by token frequency)::
+Default run (no data files; corpus-free sequences sampled by token frequency; workdir
+``workdirs/lowrank``)::
 
     python -m embres.train --config=configs/lowrank.py
 
@@ -24,35 +25,9 @@ host, or a CPU with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``)::
 
     python -m embres.train --config=configs/lowrank.py --config.mesh.data=2 --config.mesh.model=4
 
-Numbers it produced (all-MiniLM-L6-v2, 2 shared CPU cores; STS-B dev Spearman x100 with
-EMBRES_DATA_DIR=../shared/data; teacher 86.72; table 30,522 x 384 float32 = 46,881,792 B):
-
-* Default command (corpus-free "vocab" data, rank 128, float16 factors, 150 steps;
-  ``python bench/defaults.py``): 179 s wall on a quiet machine; STS-B dev 86.24 (-0.48),
-  SICK trial 78.34 (teacher 79.99: -1.65), STSb-TR dev 55.11 (teacher 52.91), fidelity 0.961
-  on held-out sampled sequences, table 7,911,936 B (5.93x smaller). STS-B dev alone
-  understates the cost: SICK trial shows -1.65, in line with the -1.59 measured on held-out
-  STS data; read the three together. Re-running on the same workdir resumes (here:
-  "already holds the final step").
-* Rank sweep on en.txt (--config.data.source=text:../shared/data/text/en.txt). "init" is
-  the frequency-weighted SVD (counts from en.txt) before any step; "trained" is 200 steps
-  at --config.optimizer.learning_rate=1e-4:
-
-  | rank | factors | table bytes | x smaller | STS-B init | STS-B trained |
-  |------|---------|-------------|-----------|------------|---------------|
-  | 48   | float32 |   5,933,952 | 7.90      |            | 83.63         |
-  | 64   | float32 |   7,911,936 | 5.93      | 84.84      | 84.82         |
-  | 94   | float32 |  11,620,656 | 4.03      | 85.50      | 85.36         |
-  | 96   | float16 |   5,933,952 | 7.90      | 85.58      |               |
-  | 128  | float16 |   7,911,936 | 5.93      | 86.30      | 86.20         |
-  | 160  | float16 |   9,889,920 | 4.74      | 86.58      |               |
-
-  Check 2 of the issue (en.txt, within 1.0 point, >= 4x smaller) holds at rank 128 with
-  float16 factors: 86.20 trained (86.30 at init), 5.93x; in float32 the 4x bound caps the
-  rank at 94, which reaches 85.50 (-1.22) and misses it.
-  Plain (unweighted) SVD is far worse: rank 96 gives 79.37, rank 128 82.14. float16
-  storage costs nothing measurable (rank 128: 86.30 either way). Distillation on en.txt
-  raises fidelity on held-out en.txt lines (rank 94: 0.848 -> 0.868) but not STS-B dev.
+Expected (``python bench/defaults.py``, 2 quiet CPU cores): STS-B dev / SICK trial /
+STSb-TR dev 86.24 / 78.34 / 55.11 (teacher 86.72 / 79.99 / 52.91), table 5.93x smaller,
+179 s. Every run, the rank sweep and each number's command: docs/lowrank.md.
 """
 
 from embres import configlib

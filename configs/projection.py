@@ -18,15 +18,9 @@ Commands::
         --config.objective.matryoshka_dims=32,64,128                           # truncatable
     python -m embres.train --config=configs/projection.py:runlocal --workdir=/tmp/proj_local
 
-Numbers it produced (all-MiniLM-L6-v2, 2 CPU cores, ``python bench/defaults.py``; dev splits,
-Spearman x100; teacher: STS-B 86.72, SICK trial 79.99, STSb-TR 52.91):
-
-* Default command (corpus-free, 16,384 cached sequences, 400 steps): 258 s wall;
-  STS-B dev 81.62, SICK trial 65.15, STSb-TR dev 54.45. The same student untrained
-  (``ModelAdapter(target_dim=256)``): 79.36 / 64.42 / 54.38, so training helps on all three.
-  With 8,192 cached sequences: 173 s; 81.27 / 65.39 / 53.79, fidelity 0.823 (cosine to the
-  teacher's vectors on the PCA basis, held-out sequences): 16,384 kept as the default, better
-  on two of the three signals. Trained on en.txt: the README's static-student table.
+Expected for the first (corpus-free) command (``python bench/defaults.py``, 2 quiet CPU
+cores): STS-B dev / SICK trial / STSb-TR dev 81.62 / 65.15 / 54.45, 258 s; on en.txt STS-B
+dev 82.72. Every run and each number's command: docs/static.md.
 """
 
 from embres import configlib
