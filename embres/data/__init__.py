@@ -14,11 +14,16 @@ and ``heldout_texts(n)`` (text never trained on, for fidelity checks).
 
 Modules: :mod:`~embres.data.registry` (parse, check, build by kind), one module per kind
 (:mod:`~embres.data.vocab`, :mod:`~embres.data.text`, :mod:`~embres.data.tfds`,
-:mod:`~embres.data.pairs`), :mod:`~embres.data.batching` (what they share) and
-:mod:`~embres.data.cached` (a corpus with the teacher's sentence vectors computed once).
+:mod:`~embres.data.pairs`, :mod:`~embres.data.sentences`), :mod:`~embres.data.batching`
+(what they share), :mod:`~embres.data.cached` (a corpus with the teacher's sentence vectors
+computed once), :mod:`~embres.data.translation` (translation pairs in memory, mixtures),
+:mod:`~embres.data.eval_sets` (the evaluation sets' files and sentences) and
+:mod:`~embres.data.overlap` (:func:`check_eval_overlap`: no training source may hold an
+evaluation sentence).
 """
 
 from embres.data.batching import Source, pad_batch
+from embres.data.overlap import check_eval_overlap
 from embres.data.registry import (
     REGISTRY,
     SOURCES,
@@ -36,6 +41,7 @@ __all__ = [
     "SOURCES",
     "Source",
     "Spec",
+    "check_eval_overlap",
     "check_spec",
     "make_source",
     "pairs_file",
