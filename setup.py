@@ -36,7 +36,9 @@ setup(
         # TFDS reads nothing without TensorFlow; the CPU build is enough for data.
         "tfds": ["tensorflow-cpu>=2.16", "tensorflow-datasets>=4.9"],
         "test": [
-            # CPU wheel on our machines; an unpinned torch pulls a multi-GB CUDA build.
+            # Our machines' pip finds this release's CPU build (2.13.0+cpu) in a local wheel
+            # folder; on a plain PyPI index the pin takes the CUDA build on Linux x86_64, so
+            # install the CPU build first there (README, "Set-up").
             "torch==2.13.0",
             "sentence-transformers",
             # [distill]: notebooks/03 distils a Model2Vec peer (skeletoken, transformers < 5.4)
@@ -53,7 +55,7 @@ setup(
             "tensorflow-datasets>=4.9",
         ],
         # What notebooks/ need beyond embres (Colab has torch already; elsewhere install the
-        # torch wheel you want first, or use [test], which pins the CPU one).
+        # torch wheel you want first; [test] pins torch==2.13.0).
         "notebooks": [
             "matplotlib",
             "ipykernel",
