@@ -175,14 +175,15 @@ def token_state_source(config, host, workdir, corpus, basis, layers, process_ind
     teacher runs over each training sentence once, on process 0, never inside the step.
 
     ``corpus`` is (facts of the basis's inputs, held-out texts, token-id rows); the cache is
-    keyed by those facts and the basis itself (a cache holds states in one basis).
+    keyed by those facts and by the basis itself: it holds states in one basis, and a PCA on
+    another backend may differ (signs of its axes included).
     """
     from embres.data import token_cache
 
     facts, held, rows = corpus
     key = {**facts, "basis_sha256": hashlib.sha256(basis.tobytes()).hexdigest()}
     directory = stages.cache_dir(config, workdir, "token_cache")
-    build = lambda: token_cache.build_token_cache(  # noqa: E731
+    token_cache.build_token_cache(  # process 0 builds, every process waits
         host,
         rows,
         directory,
@@ -192,8 +193,9 @@ def token_state_source(config, host, workdir, corpus, basis, layers, process_ind
         mean=np.zeros(basis.shape[0], np.float32),
         basis=basis,
         layers=layers,
+        process_index=process_index,
+        process_count=process_count,
     )
-    stages.on_process_0(build, process_index, process_count, "token_cache")
     source = token_cache.TokenCacheSource(
         directory,
         batch_size=config.batch_size // process_count,
