@@ -1,17 +1,15 @@
-"""Pieces several objectives share: the teacher's table in its tree, the teacher as an
-embedder, a gathered host copy of a sharded teacher, checks that name the objective."""
+"""Pieces several objectives share: the teacher's table in its tree, a gathered host copy of
+a sharded teacher, the tokens a student pools, checks that name the objective (the stages
+objectives compose are in :mod:`embres.objectives.stages`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
-
-from embres import adapters
 
 
 def get_table(params: dict, table_path: tuple[str, ...]) -> Any:
@@ -45,26 +43,6 @@ def host_model(model: Any) -> Any:
     )
 
 
-def extractor_fn(model: Any, batch_size: int, params: Any = None):
-    """``texts -> [n, d]`` through the (possibly adapted) teacher, progress off."""
-    from embres.extract import EmbeddingExtractor
-
-    extractor = EmbeddingExtractor(model, batch_size=batch_size, params=params)
-    return functools.partial(extractor.extract_embeddings, progress=False)
-
-
-def teacher(model: Any, batch_size: int):
-    """The teacher as ``(embed_fn, info)`` for the evaluators."""
-    table_bytes = model.config.vocab_size * model.config.hidden_size * 4
-    info = {
-        "table_bytes": table_bytes,
-        "total_bytes": adapters.param_bytes(model.params),
-        "params": model.params,
-        "path": str(model.path),  # identifies the teacher to the evaluators' caches
-    }
-    return extractor_fn(model, batch_size), info
-
-
 def content_mask(tokenizer: Any, vocab_size: int) -> np.ndarray:
     """float32 [vocab_size]: 0 at the template ids ([CLS]/[SEP]) and [UNK], 1 elsewhere.
 
@@ -96,36 +74,3 @@ def check_sizes(config: Any, model: Any) -> None:
             f"config.data.max_length={config.data.max_length}; expected <= {model.max_length} "
             "(the model's limit)"
         )
-
-
-def unk_zeroed(table: Any, unk: int | None) -> np.ndarray:
-    """A float32 copy of a served table with the [UNK] row zeroed: [UNK] adds nothing to a
-    mean, as in training (and Model2Vec drops it)."""
-    table = np.array(table, np.float32)
-    if unk is not None and unk < len(table):
-        table[unk] = 0.0
-    return table
-
-
-def served_student(
-    adapter: Any, params: Any, table: Any, tokenizer: Any, row_shape: tuple, fidelity_map
-):
-    """``(encode, info)`` of a trained student for the evaluators: a static table when
-    ``table`` is given, else the adapter run over ``params`` (a contextual student);
-    ``row_shape`` is the shape of the rows it was trained from (for its byte count)."""
-    from embres.export import STATIC_MAX_LENGTH
-    from embres.static import AdapterEmbedder, StaticEmbedder
-
-    if table is None:
-        embedder = AdapterEmbedder(adapter, params, tokenizer, True, STATIC_MAX_LENGTH)
-    else:
-        embedder = StaticEmbedder(table, tokenizer, True, STATIC_MAX_LENGTH)
-    size = adapter.table_bytes(params, row_shape)
-    info = {
-        "table_bytes": size,
-        "total_bytes": size,
-        "params": params,
-        "count_tokens": lambda texts: sum(len(r) for r in embedder.token_ids(texts)),
-        "fidelity_map": fidelity_map,
-    }
-    return embedder.encode, info

@@ -44,7 +44,6 @@ from embres.objectives.students import (
     FullStudent,
     StaticStudent,
     TransferStudent,
-    transfer_model,  # noqa: F401  (sts_finetune reads it here)
 )
 
 NAME = "cross_lingual"

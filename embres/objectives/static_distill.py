@@ -246,6 +246,3 @@ def prepare(
         teacher=lambda: stages.teacher_embedder(host, config.eval.batch_size),
         export=export,
     )
-
-
-training_corpus = stages.training_corpus  # read by token_distill until it composes stages
