@@ -7,6 +7,7 @@ files following the umask (15); corpora that are not UTF-8 (6); fit naming its w
 its export (20c). Tiny random models only: the whole file runs in seconds.
 """
 
+import json
 import os
 import re
 import shutil
@@ -445,3 +446,47 @@ def test_fit_names_its_workdir_at_the_start_and_its_export_at_the_end(tiny_bert,
     student.fit(run, workdir=workdir)  # the final step is there: evaluates and exports only
     out = capsys.readouterr().out
     assert f"in workdir {workdir.absolute()}, resuming from its last checkpoint" in out
+
+
+# --- Issue 23: fit writes its corpus under the workdir's lock, and keeps a checkpoint's corpus.
+
+
+def test_fit_on_a_busy_workdir_leaves_the_running_runs_corpus(tiny_bert, tmp_path):
+    from embres.locking import FileLock, LockedError
+
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "corpus.txt").write_text("the running run's corpus\n")
+    student = ModelAdapter(str(tiny_bert), target_dim=8, corpus=TEXTS)
+    with FileLock(workdir / ".lock", "workdir (held by the test)"):
+        with pytest.raises(LockedError, match="is in use by pid"):
+            student.fit(TINY_RUN, workdir=workdir)
+    assert (workdir / "corpus.txt").read_text() == "the running run's corpus\n"
+
+
+def _fake_checkpoint(workdir, step=3):
+    """A checkpoint's meta as embres.checkpointing.newest_meta reads it."""
+    meta = workdir / "checkpoints" / str(step) / "meta"
+    meta.mkdir(parents=True)
+    source = f"text:{workdir / 'corpus.txt'}"
+    (meta / "metadata").write_text(json.dumps({"config": {"data": {"source": source}}}))
+
+
+def test_a_resume_on_other_texts_is_refused_naming_both(tiny_bert, tmp_path, no_training):
+    workdir = tmp_path / "w"
+    workdir.mkdir()
+    (workdir / "corpus.txt").write_text("the man plays guitar\na cat\n")
+    _fake_checkpoint(workdir)
+    student = ModelAdapter(str(tiny_bert), target_dim=8, corpus=["a dog", "a bird", "a fish"])
+    with pytest.raises(
+        ValueError,
+        match=r"checkpoint \(step 3\) trained on .*corpus.txt "
+        r"\(sha256 \w{12}, 2 lines\).*texts differ \(sha256 \w{12}, 3 lines\)",
+    ):
+        student.fit(TINY_RUN, workdir=workdir)
+    assert not no_training
+    assert (workdir / "corpus.txt").read_text() == "the man plays guitar\na cat\n"
+    same = ModelAdapter(str(tiny_bert), target_dim=8, corpus=["the man plays guitar", "a cat"])
+    with pytest.raises(FileNotFoundError):  # the same texts resume (training replaced here)
+        same.fit(TINY_RUN, workdir=workdir)
+    assert len(no_training) == 1

@@ -497,3 +497,59 @@ def test_bundled_weights_with_a_tokenizer_one_id_too_large_are_refused(bundled_w
     tokenizer.save_pretrained(bundled_weights)
     with pytest.raises(ValueError, match="has 30,523 tokens but the model's table has 30,522 rows"):
         EmbeddingExtractor(bundled_weights)
+
+
+# --- Issue 23: the .npy and its sidecar are replaced as a pair ------------------------------
+
+
+def _crash_at_rename_onto(monkeypatch, target: Path):
+    """Makes the rename onto ``target`` fail as a kill there would (the process stops)."""
+    rename = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == target:
+            raise KeyboardInterrupt(f"killed before renaming onto {target}")
+        return rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def _read_pair(out: Path):
+    """What a reader gets: ``extract.load_extracted`` (its rows and sidecar, checked)."""
+    reader = getattr(extract, "load_extracted", None)
+    if reader is None:  # before it existed: the file and its sidecar, read side by side
+        return np.load(out), json.loads(Path(f"{out}.json").read_text())
+    return reader(out)
+
+
+@pytest.mark.parametrize("crash_at", ["rows", "sidecar"])
+def test_a_crash_between_the_renames_leaves_a_consistent_pair(tmp_path, ex, monkeypatch, crash_at):
+    out = tmp_path / "out.npy"
+    ex.extract_to(out, TEXTS_A, progress=False)
+    old = np.load(out)
+    target = out if crash_at == "rows" else Path(f"{out}.json")
+    with monkeypatch.context() as patched:
+        _crash_at_rename_onto(patched, target)
+        with pytest.raises(KeyboardInterrupt):
+            ex.extract_to(out, TEXTS_B, progress=False)
+    rows, meta = _read_pair(out)
+    assert meta["count"] == len(rows)
+    expected = old if crash_at == "rows" else ex.extract_embeddings(TEXTS_B)
+    np.testing.assert_allclose(rows, expected, atol=1e-6)
+    # The next call settles what the crash left; plain readers then agree too.
+    ex.extract_to(out, TEXTS_A[:5], progress=False)
+    assert json.loads(Path(f"{out}.json").read_text())["count"] == len(np.load(out)) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy", "out.npy.json"]
+
+
+def test_the_next_writer_completes_a_pending_sidecar(tmp_path, ex, monkeypatch, caplog):
+    out = tmp_path / "out.npy"
+    ex.extract_to(out, TEXTS_A, progress=False)
+    with monkeypatch.context() as patched:
+        _crash_at_rename_onto(patched, Path(f"{out}.json"))
+        with pytest.raises(KeyboardInterrupt):
+            ex.extract_to(out, TEXTS_B, progress=False)
+    with caplog.at_level(logging.WARNING, logger="embres.extract"):
+        extract._settle_pending_sidecar(out)
+    assert "completing the sidecar an interrupted extract_to left pending" in caplog.text
+    assert json.loads(Path(f"{out}.json").read_text())["count"] == len(TEXTS_B)

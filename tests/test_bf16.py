@@ -7,8 +7,6 @@ The full dev set (2,910 distinct sentences, about 90 s on 2 cores) is checked by
 pooling computed in float32 (the softmax is covered in ``tests/test_attention.py``).
 """
 
-import functools
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -45,19 +43,63 @@ def float32_vectors(subset) -> np.ndarray:
     return EmbeddingExtractor("all-MiniLM-L6-v2", dtype="float32").extract_embeddings(subset)
 
 
+@pytest.fixture
+def padding_forms(monkeypatch) -> list[bool]:
+    """The ``right_padded`` of every attention mask built while tracing (a spy)."""
+    seen = []
+    build = layers.AttentionMask.from_padding.__func__
+
+    def spy(cls, attention_mask, causal, right_padded=False):
+        seen.append(bool(right_padded))
+        return build(cls, attention_mask, causal, right_padded)
+
+    monkeypatch.setattr(layers.AttentionMask, "from_padding", classmethod(spy))
+    return seen
+
+
 @pytest.mark.parametrize("right_padded", [False, True], ids=["mask", "lengths"])
 def test_bf16_minilm_stays_within_cosine_0999_of_float32_on_stsb_dev(
-    subset, float32_vectors, right_padded
+    subset, float32_vectors, right_padded, padding_forms
 ):
-    """Attention with the padding as a mask (what the extractor runs today) and as lengths
-    (what it runs once it promises right padding; cuDNN's form on a GPU)."""
+    """Attention with the padding as a general mask and as lengths (what the extractor
+    runs: it promises right padding; cuDNN's form on a GPU). The spy proves each case
+    built its own form: the extractor always promises right padding, so "mask" overrides it."""
     extractor = EmbeddingExtractor("all-MiniLM-L6-v2", dtype="bfloat16")
-    if right_padded:
-        extractor.model.apply = functools.partial(extractor.model.apply, right_padded=True)
+    apply = extractor.model.apply
+
+    def apply_with_form(params, input_ids, attention_mask, **kwargs):
+        return apply(params, input_ids, attention_mask, **{**kwargs, "right_padded": right_padded})
+
+    extractor.model.apply = apply_with_form
+    padding_forms.clear()  # loading traced the module's init (with a general mask)
     cos = _cosines(float32_vectors, extractor.extract_embeddings(subset))
+    assert padding_forms and set(padding_forms) == {right_padded}
     worst = int(np.argmin(cos))
     assert cos.min() >= MIN_COSINE, f"cosine {cos.min():.5f} for {subset[worst]!r}"
     assert cos.min() < 1 - 1e-7  # bf16 really ran: the vectors differ
+
+
+def test_bf16_with_a_mask_that_is_no_prefix_stays_close_to_float32(padding_forms):
+    """A general mask (a masked token inside the text, not only padding at the end) in bf16
+    against float32 under the same mask: the form no right-padding promise covers."""
+    model32 = EmbeddingExtractor("all-MiniLM-L6-v2").model
+    model16 = EmbeddingExtractor("all-MiniLM-L6-v2", dtype="bfloat16").model
+    texts = ["a man plays a guitar on stage", "a cat sits on the warm mat", "dogs run"]
+    encoded = model32.tokenizer(texts, padding=True)
+    ids, mask = np.array(encoded["input_ids"]), np.array(encoded["attention_mask"])
+    holey = mask.copy()
+    holey[:, 2] = 0  # the second word of every text is hidden from attention and pooling
+    padding_forms.clear()  # loading traced the modules' init
+
+    def vectors(model, m):
+        hidden = model.apply(model.params, ids, m)["last_hidden_state"]
+        return np.asarray(pooling_lib.pool(hidden, m, "mean"))
+
+    exact, bf16 = vectors(model32, holey), vectors(model16, holey)
+    assert set(padding_forms) == {False}
+    assert _cosines(exact, vectors(model32, mask)).min() < 0.999  # the hole is really applied
+    cos = _cosines(exact, bf16)
+    assert cos.min() >= MIN_COSINE and cos.min() < 1 - 1e-7
 
 
 def test_layer_norm_computes_in_float32_and_returns_the_compute_dtype():
