@@ -37,7 +37,9 @@ def test_parse_spec_gives_one_parse_per_kind(tmp_path):
     assert tfds.tfds.split == "train[:10%]"
     with pytest.raises(AttributeError):  # frozen
         tfds.kind = "text"
-    assert set(data.REGISTRY) == {"vocab", "text", "tfds", "pairs", "sentences", "scored"}
+    assert set(data.REGISTRY) == {
+        "vocab", "text", "tfds", "pairs", "sentences", "scored", "mixture"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -47,7 +49,7 @@ def test_parse_spec_gives_one_parse_per_kind(tmp_path):
         (
             "txt:a",
             r"\('text:PATH', 'tfds:NAME\[/CONFIG\]\[:VERSION\]\[:SPLIT\]', 'pairs:PATH', 'vocab', "
-            r"'sentences:NAME\[,NAME\]', 'scored:NAME\[,NAME\]'\)",
+            r"'mixture', 'sentences:NAME\[,NAME\]', 'scored:NAME\[,NAME\]'\)",
         ),
         ("text:", r"config.data.source='text:': expected 'text:PATH' with a path"),
         ("pairs:", r"expected 'pairs:PATH' with a path"),

@@ -1,6 +1,8 @@
 """Data sources by name: ``"vocab"``, ``"text:PATH"``, ``"tfds:NAME/CONFIG:SPLIT"``, ``"pairs:PATH"``,
 ``"sentences:stsb,sick"`` (the STS train splits' sentences, no evaluation sentence),
-``"scored:stsb,sick"`` (their scored pairs, scores rescaled to [0, 1]).
+``"scored:stsb,sick"`` (their scored pairs, scores rescaled to [0, 1]), ``"mixture"``
+(translation-pair files and dictionaries of ``config.data.mixture``, sampled by weight:
+:mod:`~embres.data.mixture`).
 
 A source yields host-local numpy batches ``{"ids": int32 [b, L], "mask": int32 [b, L], ...}``
 with ``b = batch_size // process_count`` and a fixed ``L = max_length`` (one compiled shape),
@@ -16,7 +18,7 @@ Modules: :mod:`~embres.data.registry` (parse, check, build by kind), one module 
 (:mod:`~embres.data.vocab`, :mod:`~embres.data.text`, :mod:`~embres.data.tfds`,
 :mod:`~embres.data.pairs`, :mod:`~embres.data.sentences`), :mod:`~embres.data.batching`
 (what they share), :mod:`~embres.data.cached` (a corpus with the teacher's sentence vectors
-computed once), :mod:`~embres.data.translation` (translation pairs in memory, mixtures),
+computed once), :mod:`~embres.data.translation` (translation pairs in memory, sampled as a mixture),
 :mod:`~embres.data.eval_sets` (the evaluation sets' files and sentences) and
 :mod:`~embres.data.overlap` (:func:`check_eval_overlap`: no training source may hold an
 evaluation sentence).

@@ -31,7 +31,8 @@ class Spec:
     """A parsed ``config.data.source``.
 
     Attributes:
-      kind: ``"vocab"``, ``"text"``, ``"tfds"``, ``"pairs"``, ``"sentences"`` or ``"scored"``.
+      kind: ``"vocab"``, ``"text"``, ``"tfds"``, ``"pairs"``, ``"sentences"``, ``"scored"`` or
+        ``"mixture"``.
       raw: the spec as written.
       path: the file of ``text:`` and ``pairs:`` (``~`` expanded), else None.
       tfds: the parsed ``tfds:`` name, else None.
@@ -60,10 +61,13 @@ def _field(cfg: Any, name: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def _parse_vocab(raw: str, rest: str | None) -> Spec:
-    if rest is not None:
-        raise ValueError(f"config.data.source={raw!r}: 'vocab' takes no argument")
-    return Spec("vocab", raw)
+def _parse_bare(kind: str) -> Callable[[str, str | None], Spec]:
+    def parse(raw: str, rest: str | None) -> Spec:
+        if rest is not None:
+            raise ValueError(f"config.data.source={raw!r}: '{kind}' takes no argument")
+        return Spec(kind, raw)
+
+    return parse
 
 
 def _parse_path(kind: str) -> Callable[[str, str | None], Spec]:
@@ -164,6 +168,31 @@ def pairs_file(spec: Spec) -> Path:
     raise ValueError(f"config.data.source={spec.raw!r} is a {spec.kind!r} source, not pairs")
 
 
+def _build_mixture(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Source:
+    """The pairs of every component sampled by weight (no teacher targets: an objective that
+    needs them builds :class:`TranslationSource` itself, see :mod:`embres.data.mixture`)."""
+    from embres.data.mixture import read_mixture
+    from embres.data.translation import TranslationSource
+
+    mixture = read_mixture(cfg)
+    return TranslationSource(
+        tokenizer,
+        [t for _, t in mixture.pairs],
+        [s for s, _ in mixture.pairs],
+        None,
+        mixture.item_weights,
+        batch_size=common["batch_size"] * common["process_count"],
+        max_length=cfg.max_length,
+        pad_id=common["pad_id"],
+        add_special_tokens=True,
+        heldout=mixture.held,
+        seed=common["seed"],
+        process_index=common["process_index"],
+        process_count=common["process_count"],
+        components=mixture.sampling(),
+    )
+
+
 def _build_pairs(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Source:
     return _pairs_source(spec.path, cfg, tokenizer, **common)
 
@@ -190,7 +219,8 @@ REGISTRY: dict[str, Kind] = {
     "text": Kind("text:PATH", _parse_path("text"), _build_text, needs_file=True),
     "tfds": Kind("tfds:NAME[/CONFIG][:VERSION][:SPLIT]", _parse_tfds, _build_tfds),
     "pairs": Kind("pairs:PATH", _parse_path("pairs"), _build_pairs, needs_file=True),
-    "vocab": Kind("vocab", _parse_vocab, _build_vocab),
+    "vocab": Kind("vocab", _parse_bare("vocab"), _build_vocab),
+    "mixture": Kind("mixture", _parse_bare("mixture"), _build_mixture),
     "sentences": Kind(
         "sentences:NAME[,NAME]",
         _parse_names("sentences"),

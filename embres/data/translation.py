@@ -17,6 +17,12 @@ Batches (host-local, ``b = batch_size // process_count``)::
 the step compiles once per bucket, not once per batch, and short sentences do not pay for
 ``max_length``. Every epoch is a fresh permutation of all items (seeded by epoch), process
 ``p`` of ``P`` taking positions ``i`` with ``i % P == p``; the position is ``(epoch, index)``.
+
+A mixture (``components=``, see :mod:`embres.data.mixture`) samples instead: each item of a
+batch draws its component with the component's probability (seeded by the batch number),
+then takes that component's next item in its own per-epoch permutation
+(:class:`MixtureOrder`); the position is the batch number and each component's
+``(epoch, index)``, so a resume gives exactly the batches of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -67,6 +73,65 @@ def read_pairs(path: str | Path, columns: str = "") -> tuple[list[tuple[str, str
     return pairs, [header[a], header[b]]
 
 
+class MixtureOrder:
+    """Which items the next batches take from components sampled by probability.
+
+    Args:
+      components: ``(start, stop, probability)`` per component: its items are
+        ``start..stop-1`` of the source's arrays; the probabilities sum to 1.
+      seed: seeds the component draws (per batch) and the permutations (per component and
+        epoch).
+    """
+
+    def __init__(self, components: Sequence[tuple[int, int, float]], seed: int):
+        self.starts = np.asarray([c[0] for c in components], np.int64)
+        self.sizes = np.asarray([c[1] - c[0] for c in components], np.int64)
+        self.probabilities = np.asarray([c[2] for c in components], np.float64)
+        if (self.sizes <= 0).any() or not np.isclose(self.probabilities.sum(), 1.0):
+            raise ValueError(
+                f"mixture components {list(components)}: expected non-empty item ranges and "
+                "probabilities summing to 1"
+            )
+        self.seed = seed
+        self.set_state(
+            {"batch": 0, "epochs": [0] * len(self.sizes), "indices": [0] * len(self.sizes)}
+        )
+
+    def _permutation(self, component: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, component, self.epochs[component]])
+        return rng.permutation(int(self.sizes[component]))
+
+    def take(self, n: int) -> np.ndarray:
+        """The item indices of the next batch of ``n`` items."""
+        rng = np.random.default_rng([self.seed, len(self.sizes), self.batch])
+        drawn = rng.choice(len(self.sizes), size=n, p=self.probabilities)
+        out = np.empty(n, np.int64)
+        for i, c in enumerate(drawn):
+            if self.indices[c] >= self.sizes[c]:  # this component's epoch ends
+                self.epochs[c], self.indices[c] = self.epochs[c] + 1, 0
+                self._orders[c] = self._permutation(c)
+            out[i] = self.starts[c] + self._orders[c][self.indices[c]]
+            self.indices[c] += 1
+        self.batch += 1
+        return out
+
+    def get_state(self) -> dict[str, Any]:
+        """Position as plain ints: batches drawn, each component's epoch and index."""
+        return {"batch": self.batch, "epochs": list(self.epochs), "indices": list(self.indices)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continues from a position returned by :meth:`get_state`."""
+        if set(state) != {"batch", "epochs", "indices"} or len(state["epochs"]) != len(self.sizes):
+            raise ValueError(
+                f"a mixture of {len(self.sizes)} components cannot resume from data position "
+                f"{state}; it was saved by another source or mixture (start a new --workdir)"
+            )
+        self.batch = int(state["batch"])
+        self.epochs = [int(e) for e in state["epochs"]]
+        self.indices = [int(i) for i in state["indices"]]
+        self._orders = [self._permutation(c) for c in range(len(self.sizes))]
+
+
 class TranslationSource:
     """In-memory cross-lingual batches; see the module docstring.
 
@@ -83,6 +148,8 @@ class TranslationSource:
         needs it; a static student pools the text's own tokens only).
       heldout: held-out ``(source, target)`` pairs, never trained on.
       seed: shuffling seed.
+      components: ``(start, stop, probability)`` ranges of a mixture
+        (:meth:`embres.data.mixture.Mixture.sampling`), or None: every item once per epoch.
     """
 
     def __init__(
@@ -90,7 +157,7 @@ class TranslationSource:
         tokenizer: Any,
         target_texts: Sequence[str],
         source_texts: Sequence[str],
-        targets: np.ndarray,
+        targets: np.ndarray | None,
         weights: np.ndarray,
         *,
         batch_size: int,
@@ -101,9 +168,11 @@ class TranslationSource:
         seed: int = 0,
         process_index: int = 0,
         process_count: int = 1,
+        components: Sequence[tuple[int, int, float]] | None = None,
     ):
         n = len(target_texts)
-        if not (len(source_texts) == n == len(targets) == len(weights)) or n == 0:
+        n_targets = n if targets is None else len(targets)
+        if not (len(source_texts) == n == n_targets == len(weights)) or n == 0:
             raise ValueError(
                 f"TranslationSource needs as many source texts ({len(source_texts)}), targets "
                 f"({len(targets)}) and weights ({len(weights)}) as target texts ({n}), and > 0"
@@ -112,7 +181,7 @@ class TranslationSource:
             raise ValueError(
                 f"batch_size={batch_size} is not divisible by {process_count} processes"
             )
-        self.targets = np.asarray(targets, np.float32)
+        self.targets = None if targets is None else np.asarray(targets, np.float32)
         self.weights = np.asarray(weights, np.float32)
         self.batch_size, self.max_length, self.pad_id = batch_size, max_length, pad_id
         self.seed, self.process_index, self.process_count = seed, process_index, process_count
@@ -122,6 +191,9 @@ class TranslationSource:
         self._lengths = tokenize.bucket_lengths(max_length)
         self.epoch, self.index = 0, 0
         self._order = self._permutation(0)
+        self._mixture = None if components is None else MixtureOrder(components, seed)
+        if components is not None and components[-1][1] != n:
+            raise ValueError(f"mixture components {list(components)} do not cover the {n} items")
 
     def _encode(self, tokenizer: Any, texts: Sequence[str], special: bool) -> list[np.ndarray]:
         texts = list(texts)
@@ -156,6 +228,24 @@ class TranslationSource:
 
     def next_batch(self) -> dict[str, np.ndarray]:
         """This process's share of the next ``batch_size`` items (keys: module docstring)."""
+        chosen = self._next_items()
+        mine = np.asarray(chosen[self.process_index :: self.process_count])
+        rows_a = [self._a[i] for i in mine]
+        rows_b = [self._b[i] for i in mine]
+        longest = max(len(r) for r in rows_a + rows_b)
+        length = next(b for b in self._lengths if b >= min(longest, self.max_length))
+        ids, mask = self._pad(rows_a, length, len(mine))
+        ids_b, mask_b = self._pad(rows_b, length, len(mine))
+        batch = {"ids": ids, "mask": mask, "ids_b": ids_b, "mask_b": mask_b}
+        if self.targets is not None:
+            batch["targets"] = self.targets[mine]
+        batch["weight"] = self.weights[mine]
+        return batch
+
+    def _next_items(self) -> list[int]:
+        """The next ``batch_size`` item indices (all processes' shares)."""
+        if self._mixture is not None:
+            return list(self._mixture.take(self.batch_size))
         chosen = []
         while len(chosen) < self.batch_size:
             if self.index >= len(self._order):
@@ -164,28 +254,19 @@ class TranslationSource:
             take = min(self.batch_size - len(chosen), len(self._order) - self.index)
             chosen.extend(self._order[self.index : self.index + take])
             self.index += take
-        mine = np.asarray(chosen[self.process_index :: self.process_count])
-        rows_a = [self._a[i] for i in mine]
-        rows_b = [self._b[i] for i in mine]
-        longest = max(len(r) for r in rows_a + rows_b)
-        length = next(b for b in self._lengths if b >= min(longest, self.max_length))
-        ids, mask = self._pad(rows_a, length, len(mine))
-        ids_b, mask_b = self._pad(rows_b, length, len(mine))
-        return {
-            "ids": ids,
-            "mask": mask,
-            "ids_b": ids_b,
-            "mask_b": mask_b,
-            "targets": self.targets[mine],
-            "weight": self.weights[mine],
-        }
+        return chosen
 
-    def get_state(self) -> dict[str, int]:
-        """Position as plain ints."""
+    def get_state(self) -> dict[str, Any]:
+        """Position as plain ints (a mixture's: :meth:`MixtureOrder.get_state`)."""
+        if self._mixture is not None:
+            return self._mixture.get_state()
         return {"epoch": int(self.epoch), "index": int(self.index)}
 
-    def set_state(self, state: dict[str, int]) -> None:
+    def set_state(self, state: dict[str, Any]) -> None:
         """Continues from a position returned by :meth:`get_state`."""
+        if self._mixture is not None:
+            self._mixture.set_state(state)
+            return
         if set(state) != {"epoch", "index"}:
             raise ValueError(
                 f"a cross-lingual source cannot resume from data position {state}; it was "
