@@ -15,13 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embres import EmbeddingExtractor, ModelAdapter, train
-from embres.export import (
-    NonFiniteExportError,
-    export_compressed_teacher,
-    export_static,
-    export_transfer,
-)
+from embres import EmbeddingExtractor, ModelAdapter, export, train
+from embres.export import export_compressed_teacher, export_static, export_transfer
 from embres.models import load_model
 from embres.models.hf import CheckpointMismatchError
 
@@ -213,14 +208,18 @@ def test_extractor_of_a_static_export_points_to_model_adapter_load(adapter, tmp_
 def test_export_static_refuses_a_non_finite_table(adapter, tmp_path):
     table = adapter.table.copy()
     table[5, 3] = np.nan
-    with pytest.raises(NonFiniteExportError, match=r"the table \(\d+, 16\) holds 1 non-finite"):
+    with pytest.raises(
+        export.NonFiniteExportError, match=r"the table \(\d+, 16\) holds 1 non-finite"
+    ):
         export_static(table, adapter.tokenizer, tmp_path / "s")
     assert not (tmp_path / "s").exists()
 
 
 def test_a_contextual_export_refuses_non_finite_params(adapter, tmp_path):
     params = {"table": adapter.table, "gate": np.array([1.0, np.inf], np.float32)}
-    with pytest.raises(NonFiniteExportError, match=r"gate \(2,\) holds 1 non-finite.*\(1,\)"):
+    with pytest.raises(
+        export.NonFiniteExportError, match=r"gate \(2,\) holds 1 non-finite.*\(1,\)"
+    ):
         export_static(adapter.table, adapter.tokenizer, tmp_path / "s", adapter_params=params)
     assert not (tmp_path / "s").exists()
 
@@ -229,11 +228,11 @@ def test_transformer_exports_refuse_non_finite_params(tiny_bert, tmp_path):
     model = load_model(tiny_bert)
     table = np.array(model.embedding_table())
     table[0, 0] = np.nan
-    with pytest.raises(NonFiniteExportError, match="the table"):
+    with pytest.raises(export.NonFiniteExportError, match="the table"):
         export_compressed_teacher(model, table, {"A": table[:, :4]}, {}, tmp_path / "c")
     bad = {**model.params}
     bad["word_embeddings"] = {"embedding": table}
     model.params = bad
-    with pytest.raises(NonFiniteExportError, match="word_embeddings/embedding"):
+    with pytest.raises(export.NonFiniteExportError, match="word_embeddings/embedding"):
         export_transfer(model, {}, tmp_path / "t")
     assert not (tmp_path / "c").exists() and not (tmp_path / "t").exists()
