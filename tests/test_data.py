@@ -114,6 +114,7 @@ def write_pairs(path, n, score=True, header=None):
 
 def pairs_source(path, tok, **kw):
     options = dict(vocab_size=len(tok), pad_id=0, batch_size=4, max_length=12, heldout=3)
+    options["score_range"] = (0, 5)
     return PairsSource(str(path), tok, **{**options, **kw})
 
 
@@ -125,7 +126,8 @@ def test_pairs_batches_columns_and_scores(tmp_path):
     assert set(batch) == {"ids", "mask", "ids_b", "mask_b", "score"}
     for key in ("ids", "mask", "ids_b", "mask_b"):
         assert batch[key].shape == (4, 12) and batch[key].dtype == np.int32
-    assert batch["score"].dtype == np.float32 and list(batch["score"]) == [3.5, 4.5, 0.5, 1.5]
+    assert batch["score"].dtype == np.float32  # rescaled from the default range 0-5
+    np.testing.assert_allclose(batch["score"], np.float32([3.5, 4.5, 0.5, 1.5]) / 5)
     a, b = tok(["the man guitar 3", "a cat 3"])["input_ids"]
     np.testing.assert_array_equal(batch["ids"][0, : len(a)], a)
     np.testing.assert_array_equal(batch["ids_b"][0], b + [0] * (12 - len(b)))
@@ -187,16 +189,51 @@ def test_pairs_errors_name_the_header_and_the_line(tmp_path):
     lines = path.read_text().splitlines()
     bad_count = tmp_path / "c.tsv"
     bad_count.write_text("\n".join(lines[:6] + ["only\ttwo"] + lines[6:]) + "\n")
-    src = pairs_source(bad_count, tok, heldout=1)
     with pytest.raises(ValueError, match=rf"{bad_count}:7: 2 tab-separated fields; the header"):
-        src.next_batch()
-        src.next_batch()
+        pairs_source(bad_count, tok, heldout=1)  # found when built, before any step
     bad_score = tmp_path / "s.tsv"
     bad_score.write_text("\n".join(lines[:2] + ["", "a\thigh\tb"] + lines[2:]) + "\n")
     with pytest.raises(ValueError, match=rf"{bad_score}:4: score column 'score' holds 'high'"):
         pairs_source(bad_score, tok)  # within the held-out pairs: found at once
     with pytest.raises(ValueError, match="fewer than config.data.heldout=99 pairs"):
         pairs_source(path, tok, heldout=99)
+
+
+def test_scores_outside_the_declared_range_are_refused_before_training(tmp_path):
+    """Issue 24 row 3: a pairs: file scored 0-100 trained towards cos = 50 with loss 294."""
+    path = tmp_path / "p.tsv"
+    rows = [f"a man {i}\ta dog {i}\t{i * 10}" for i in range(11)]  # 0..100
+    path.write_text("sentence1\tsentence2\tscore\n" + "\n".join(rows) + "\n")
+    tok = tiny_tokenizer("bert")
+    build = dict(vocab_size=len(tok), pad_id=0, batch_size=4, seed=0)
+    with pytest.raises(ValueError) as caught:
+        data.make_source(cfg(f"pairs:{path}"), tok, **build)
+    assert str(caught.value) == (
+        f"{path}:3: score column 'score' holds 10, outside the declared range [0, 5] "
+        "(config.data.score_range='low,high' declares the file's range)"
+    )
+    source = data.make_source(cfg(f"pairs:{path}", score_range="0,100"), tok, **build)
+    np.testing.assert_allclose(source.next_batch()["score"], [0.0, 0.1, 0.2, 0.3], atol=1e-6)
+    with pytest.raises(ValueError, match=r"config.data.score_range='5,0'; expected 'low,high'"):
+        data.make_source(cfg(f"pairs:{path}", score_range="5,0"), tok, **build)
+    with pytest.raises(ValueError, match=r"p.tsv has a score column 'score': PairsSource needs"):
+        PairsSource(str(path), tok, vocab_size=len(tok), pad_id=0, batch_size=4, max_length=8)
+    with pytest.raises(ValueError, match="'scored:stsb' source knows its datasets' ranges"):
+        data.score_range(data.parse_spec("scored:stsb"), cfg("scored:stsb", score_range="0,5"))
+    assert data.score_range(data.parse_spec("scored:stsb"), cfg("scored:stsb")) == (0.0, 1.0)
+
+
+def test_a_bad_row_anywhere_in_a_pairs_file_fails_before_training(tmp_path):
+    """Issue 24 row 12: line 10 with a missing field failed only at the step reaching it."""
+    path = write_pairs(tmp_path / "p.tsv", 30)
+    lines = path.read_text().split("\n")
+    lines[9] = lines[9].rsplit("\t", 1)[0]  # line 10: two fields of three
+    path.write_text("\n".join(lines))
+    tok = tiny_tokenizer("bert")
+    with pytest.raises(ValueError, match=rf"^{path}:10: 2 tab-separated fields; the header"):
+        data.make_source(
+            cfg(f"pairs:{path}"), tok, vocab_size=len(tok), pad_id=0, batch_size=4, seed=0
+        )
 
 
 def test_pairs_on_the_shared_pud_file(data_dir):

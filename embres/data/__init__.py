@@ -34,6 +34,7 @@ from embres.data.registry import (
     make_source,
     pairs_file,
     parse_spec,
+    score_range,
     text_file,
 )
 from embres.data.tfds import tfds_text_file
@@ -49,6 +50,7 @@ __all__ = [
     "pairs_file",
     "pad_batch",
     "parse_spec",
+    "score_range",
     "text_file",
     "tfds_text_file",
 ]

@@ -10,8 +10,17 @@ included, int32 [b, max_length]), plus ``score`` float32 [b] when there is a sco
 The first ``heldout`` pairs are never trained on. The position is ``(epoch, byte offset,
 pair number)``; process ``p`` of ``P`` takes the pairs ``i`` with ``i % P == p``.
 
-Rows are checked as they are read: a wrong field count or a score that is not a number
-raises ``ValueError`` naming ``file:line``. The file's encoding is checked first
+Scores: the score range belongs to the source, not to the loss. A source of a file with a
+score column must be told the range its scores lie in (``score_range``; the registry passes
+:func:`embres.data.registry.score_range`: ``config.data.score_range`` for ``pairs:``,
+default :data:`DEFAULT_SCORE_RANGE` = STS's 0-5; [0, 1] for ``scored:``, whose files are
+written rescaled) and yields every score **rescaled to [0, 1]**:
+``(score - low) / (high - low)``. A score outside the declared range is refused, naming
+``file:line`` and the range.
+
+The whole file is checked when the source is built, before a step runs (each file version
+once): a wrong field count, a score that is not a number or outside the range raises
+``ValueError`` naming ``file:line``. The file's encoding is checked first
 (:func:`embres.data.text.check_utf8`: a few bad lines warn, mostly bad refuses).
 """
 
@@ -28,6 +37,7 @@ from embres.data.batching import FilePosition, pad_batch
 from embres.data.text import check_utf8
 
 SCORE_NAMES = ("score", "label", "similarity", "relatedness_score")
+DEFAULT_SCORE_RANGE = (0.0, 5.0)  # the STS convention, for a pairs: file of scores
 
 Pair = tuple[str, str, float | None]
 
@@ -77,6 +87,27 @@ def resolve_columns(
     return a, b, (scores[0] if scores else None)
 
 
+def parse_score_range(value: Any, where: str = "config.data.score_range") -> tuple[float, float]:
+    """``(low, high)`` from ``"low,high"``, a pair of numbers, or ``""``/None (the default).
+
+    Raises:
+      ValueError: naming ``where``, the value and the form expected.
+    """
+    if value is None or value == "":
+        return DEFAULT_SCORE_RANGE
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        low, high = (float(p) for p in parts)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(
+            f"{where}={value!r}; expected 'low,high' with low < high, e.g. '0,5' (the range "
+            "the file's scores lie in; they are rescaled to [0, 1])"
+        )
+    return low, high
+
+
 def line_number(path: Path, offset: int) -> int:
     """The 1-based line of ``path`` that starts at byte ``offset`` (for error messages)."""
     count, done = 1, 0
@@ -88,6 +119,9 @@ def line_number(path: Path, offset: int) -> int:
             count += block.count(b"\n")
             done += len(block)
     return count
+
+
+_CHECKED: dict[tuple, tuple] = {}  # file version -> the rules it was checked against
 
 
 class PairsSource(FilePosition):
@@ -108,8 +142,10 @@ class PairsSource(FilePosition):
         count_lines: int = 100_000,
         process_index: int = 0,
         process_count: int = 1,
+        score_range: Any = None,
     ):
         self.path = Path(path).expanduser()
+        self.score_range = None if score_range is None else parse_score_range(score_range)
         self.tokenizer = tokenizer
         self.vocab_size, self.pad_id = vocab_size, pad_id
         self.batch_size, self.max_length = batch_size, max_length
@@ -123,6 +159,12 @@ class PairsSource(FilePosition):
         )
         self.column_names = (self.header[self.a], self.header[self.b])
         self.score_name = None if self.score is None else self.header[self.score]
+        if self.score is not None and self.score_range is None:
+            raise ValueError(
+                f"{self.path} has a score column {self.score_name!r}: PairsSource needs the "
+                "range its scores lie in (score_range=embres.data.score_range(spec, "
+                "config.data)); it yields them rescaled to [0, 1]"
+            )
         self._heldout: list[Pair] = []
         while len(self._heldout) < heldout:
             pair = self._read_pair(self._file)
@@ -131,6 +173,21 @@ class PairsSource(FilePosition):
             self._heldout.append(pair)
         self._start = self._file.tell()
         self.epoch, self.line = 0, 0
+        self._check_whole_file()
+
+    def _check_whole_file(self) -> None:
+        """Reads every training row once (fields, scores and their range), so a bad row
+        fails here, before training starts, not at the step that reaches it."""
+        stat = self.path.stat()
+        version = (str(self.path.resolve()), stat.st_size, stat.st_mtime_ns, self._start)
+        rules = (tuple(self.header), self.a, self.b, self.score, self.score_range)
+        if _CHECKED.get(version) == rules:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self._start)
+            while self._read_pair(f) is not None:
+                pass
+        _CHECKED[version] = rules
 
     def _read_header(self) -> list[str]:
         for raw in self._file:
@@ -169,7 +226,18 @@ class PairsSource(FilePosition):
                     f"{self.path}:{line_number(self.path, offset)}: score column "
                     f"{self.score_name!r} holds {value!r}, not a finite number"
                 ) from None
+            score = self._rescaled(score, value, offset)
         return fields[self.a].strip(), fields[self.b].strip(), score
+
+    def _rescaled(self, score: float, value: str, offset: int) -> float:
+        low, high = self.score_range
+        if not low <= score <= high:
+            raise ValueError(
+                f"{self.path}:{line_number(self.path, offset)}: score column "
+                f"{self.score_name!r} holds {value}, outside the declared range [{low:g}, "
+                f"{high:g}] (config.data.score_range='low,high' declares the file's range)"
+            )
+        return (score - low) / (high - low)
 
     def _next_pairs(self, n: int) -> list[Pair]:
         pairs: list[Pair] = []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from embres.data.batching import Source
-from embres.data.pairs import PairsSource
+from embres.data.pairs import PairsSource, parse_score_range
 from embres.data.sentences import (
     missing_files,
     parse_names,
@@ -193,15 +193,34 @@ def _build_mixture(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Sourc
     )
 
 
+def score_range(spec: Spec, cfg: Any) -> tuple[float, float]:
+    """The range the scores of a ``pairs:`` or ``scored:`` source's file lie in (the source
+    yields them rescaled to [0, 1]): ``config.data.score_range`` for ``pairs:`` (default
+    0-5), [0, 1] for ``scored:`` (its datasets' own ranges are applied when it is written).
+
+    Raises:
+      ValueError: a malformed range, or one set for ``scored:`` (it knows its ranges).
+    """
+    value = _field(cfg, "score_range", "")
+    if spec.kind == "scored":
+        if value not in ("", None):
+            raise ValueError(
+                f"config.data.score_range={value!r}: a {spec.raw!r} source knows its datasets' "
+                "ranges (STS-B 0-5, SICK 1-5); leave config.data.score_range unset"
+            )
+        return (0.0, 1.0)
+    return parse_score_range(value)
+
+
 def _build_pairs(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Source:
-    return _pairs_source(spec.path, cfg, tokenizer, **common)
+    return _pairs_source(spec.path, cfg, tokenizer, score_range(spec, cfg), **common)
 
 
 def _build_scored(spec: Spec, cfg: Any, tokenizer: Any, **common: Any) -> Source:
-    return _pairs_source(pairs_file(spec), cfg, tokenizer, **common)
+    return _pairs_source(pairs_file(spec), cfg, tokenizer, score_range(spec, cfg), **common)
 
 
-def _pairs_source(path: Path | str, cfg: Any, tokenizer: Any, **common: Any) -> Source:
+def _pairs_source(path, cfg: Any, tokenizer: Any, scores: tuple, **common: Any) -> Source:
     common.pop("seed")
     return PairsSource(
         str(path),
@@ -211,6 +230,7 @@ def _pairs_source(path: Path | str, cfg: Any, tokenizer: Any, **common: Any) -> 
         score_column=_field(cfg, "score_column", ""),
         heldout=_field(cfg, "heldout", 0),
         count_lines=_field(cfg, "count_lines", 100_000),
+        score_range=scores,
         **common,
     )
 
