@@ -211,9 +211,10 @@ def cross_lingual_training(
 ) -> ml_collections.ConfigDict:
     """Objective, data and evals of a ``cross_lingual`` student for language ``lang``.
 
-    Another language is a data change: ``parallel/en_<lang>_stsb_train.tsv`` (columns
-    ``en``, ``<lang>``), ``text/<lang>.txt`` for the vocabulary, ``dict/en_<lang>_wiktionary.tsv``
-    and ``stsb_<lang>`` for evaluation, all under ``$EMBRES_DATA_DIR``.
+    Another language is a data change: the ``parallel/en_<lang>_*.tsv`` files and
+    ``dict/en_<lang>_muse.tsv`` of :func:`translation_mixture` (columns ``en``, ``<lang>``),
+    ``text/<lang>.txt`` for the vocabulary, ``stsb_<lang>`` and ``parallel/en_<lang>_ntrex.tsv``
+    for evaluation, all under ``$EMBRES_DATA_DIR``.
     """
     c.objective = section()
     c.objective.kind = "cross_lingual"
@@ -244,7 +245,10 @@ def cross_lingual_training(
     c.objective.transformer_lr_scale = 0.01
     c.objective.teacher_layer = -1
     c.objective.sif_coefficient = 1e-3
-    c.data.source = "pairs:" + data_path(f"parallel/en_{lang}_stsb_train.tsv")
+    # Every decontaminated parallel file and the MUSE dictionary, weighed (configs whose
+    # default reads one file set c.data.source = "pairs:PATH" instead).
+    c.data.source = "mixture"
+    c.data.mixture = translation_mixture(lang)
     c.data.columns = f"en,{lang}"
     c.data.heldout = 0
     c.data.max_length = 64
@@ -259,6 +263,38 @@ def cross_lingual_training(
     # max_train: fit the probe on fewer reviews (a transformer student embeds all 8,511)
     c.evals.probe = section(task="probe", every_steps=0, max_train=placeholder(int))
     return c
+
+
+# The language mixture's sampling weights (probabilities are the weights normalised): the
+# STS-domain pairs are not drowned by the short conversational Tatoeba pairs, which are 14x
+# more numerous; dictionary entries are items at a tenth of a sentence's loss weight.
+MIXTURE_WEIGHTS = {"stsb": 0.4, "tatoeba": 0.25, "news": 0.2, "gb": 0.05, "muse": 0.1}
+
+
+def translation_mixture(
+    lang: str = "tr", weights: dict[str, float] | None = None
+) -> ml_collections.ConfigDict:
+    """``config.data.mixture`` of every decontaminated ``parallel/`` file of ``en_<lang>``
+    (STS-B train, Tatoeba, news, grammar book; NTREX is the dev set, never trained on) and
+    the MUSE dictionary, at ``weights`` (default :data:`MIXTURE_WEIGHTS`)."""
+    weights = {**MIXTURE_WEIGHTS, **(weights or {})}
+    files = {
+        "stsb": f"pairs:parallel/en_{lang}_stsb_train.tsv",
+        "tatoeba": f"pairs:parallel/en_{lang}_tatoeba.tsv",
+        "news": f"pairs:parallel/en_{lang}_news.tsv",
+        "gb": f"pairs:parallel/en_{lang}_gb.tsv",
+        "muse": f"dict:dict/en_{lang}_muse.tsv",
+    }
+    mixture = ml_collections.ConfigDict()
+    for name, spec in files.items():
+        kind, _, path = spec.partition(":")
+        mixture[name] = section(
+            source=f"{kind}:{data_path(path)}",
+            weight=weights[name],
+            item_weight=0.1 if kind == "dict" else 1.0,
+            heldout=0,
+        )
+    return mixture
 
 
 def shrink_for_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

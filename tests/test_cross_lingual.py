@@ -311,14 +311,17 @@ def test_every_adapter_trains_or_is_refused_early(
 def test_language_configs_default_to_real_data_and_runlocal_shrinks():
     from _train_utils import load_config_module
 
-    for name in ("language_static", "language_transfer", "language_finetune"):
+    for name in ("language_static", "language_transfer", "language_finetune", "language_full"):
         module = load_config_module(name)
         full, small = module.get_config(), module.get_config("runlocal")
         assert full.total_steps > small.total_steps and full.model == "all-MiniLM-L6-v2"
-        assert full.data.source.startswith("pairs:") and "stsb" in full.data.source
+        assert "stsb" in full.data.source or "stsb" in full.data.get("mixture", {})
     static = load_config_module("language_static").get_config("lang=de")
-    assert static.data.source.endswith("en_de_stsb_train.tsv") and static.data.columns == "en,de"
+    assert static.data.source == "mixture" and static.data.columns == "en,de"
+    sources = [c.source for c in static.data.mixture.values()]
+    assert all("en_de_" in s for s in sources) and "ntrex" not in str(sources)  # dev, never trained
     assert "stsb_de" in static.evals.sts.datasets  # another language is a data change
+    assert static.evals.ntrex.dataset == "pairs:parallel/en_de_ntrex.tsv"
 
 
 def test_bad_settings_fail_before_anything_runs(tiny_bert, language_files, tmp_path):
@@ -434,3 +437,26 @@ def test_contextual_student_carries_an_english_hybrid_and_reloads(
     served = {k: np.asarray(v) for k, v in out["params"].items()}
     direct = AdapterEmbedder(loaded.adapter, served, loaded.tokenizer).encode(TR[:3] + EN[:2])
     np.testing.assert_allclose(loaded.encode(TR[:3] + EN[:2]), direct, atol=1e-6)
+
+
+def test_mixture_trains_and_a_changed_mixture_is_refused_on_resume(
+    tiny_bert, language_files, tmp_path
+):
+    from embres import configlib
+
+    def config(steps, weight):
+        c = language_config(tiny_bert, language_files, total_steps=steps)
+        c.data.source = "mixture"
+        c.data.mixture = configlib.section(
+            pairs=configlib.section(source=f"pairs:{language_files['pairs']}", weight=weight),
+            words=configlib.section(
+                source=f"dict:{language_files['dict']}", weight=1.0, item_weight=0.1
+            ),
+        )
+        return c
+
+    out = train.train_and_evaluate(config(2, 3.0), tmp_path / "work")
+    assert sorted(out["losses"]) == [1, 2]
+    train.train_and_evaluate(config(4, 3.0), tmp_path / "work")  # the same mixture resumes
+    with pytest.raises(ValueError, match=r"mixture.*pairs.*weight"):
+        train.train_and_evaluate(config(6, 1.0), tmp_path / "work")

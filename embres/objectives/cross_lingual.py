@@ -93,11 +93,12 @@ def check(config: Any, model: Any, adapter: Any) -> None:
         if not obj[key] >= 0:
             raise ValueError(f"config.objective.{key}={obj[key]!r}; expected >= 0")
     spec = data.parse_spec(config.data.source)
-    if spec.kind != "pairs":
+    if spec.kind not in ("pairs", "mixture"):
         raise ValueError(
             f"objective {NAME!r} trains on translation pairs; config.data.source="
-            f"{config.data.source!r} is a {spec.kind!r} source; expected 'pairs:PATH' with "
-            "config.data.columns='<teacher language>,<new language>', e.g. 'en,tr'"
+            f"{config.data.source!r} is a {spec.kind!r} source; expected 'pairs:PATH' or "
+            "'mixture' with config.data.columns='<teacher language>,<new language>', "
+            "e.g. 'en,tr'"
         )
     if obj.dictionary and not Path(obj.dictionary).expanduser().is_file():
         raise FileNotFoundError(f"config.objective.dictionary={obj.dictionary!r} does not exist")
@@ -148,52 +149,71 @@ def training_sources(config: Any) -> dict[str, str]:
 
 @dataclasses.dataclass
 class Items:
-    """What one run trains on: translation pairs (source, target), dictionary entries as
-    items of their own weight, and held-out pairs never trained on."""
+    """What one run trains on: ``(source, target)`` items (translation pairs, and dictionary
+    entries as items of their own weight), their loss weights, the pairs held out, and, for
+    a mixture, how items are drawn and what the checkpoint records."""
 
-    train: list[tuple[str, str]]
-    entries: list[tuple[str, str]]
+    pairs: list[tuple[str, str]]
+    weights: np.ndarray  # float32 [len(pairs)]
     held: list[tuple[str, str]]
     names: list[str]  # the two column names, e.g. ["en", "tr"]
-    dictionary_weight: float
-
-    @property
-    def all(self) -> list[tuple[str, str]]:
-        return self.train + self.entries
-
-    @property
-    def weights(self) -> np.ndarray:
-        return np.asarray(
-            [1.0] * len(self.train) + [self.dictionary_weight] * len(self.entries), np.float32
-        )
+    sampling: list[tuple[int, int, float]] | None = None  # a mixture's component ranges
+    description: dict | None = None  # a mixture's describe()
 
 
 def read_items(config: Any, log) -> Items:
-    """The pairs of ``config.data.source`` (the first ``heldout`` kept out) and, with a
-    positive ``dictionary_weight``, the dictionary's entries."""
+    """The items of ``config.data.source``: a ``mixture`` of pair files and dictionaries
+    (each drawn with its own probability), or one ``pairs:`` file (the first ``heldout``
+    pairs kept out) plus, with a positive ``dictionary_weight``, the dictionary's entries."""
     from embres import data
+
+    if data.parse_spec(config.data.source).kind == "mixture":
+        return _mixture_items(config, log)
     from embres.data.translation import read_pairs
 
     obj, cfg = config.objective, config.data
     pairs, names = read_pairs(data.parse_spec(cfg.source).path, cfg.columns)
-    entries = []
+    train, entries = pairs[cfg.heldout :], []
     if obj.dictionary and obj.dictionary_weight > 0:
         entries, _ = read_pairs(obj.dictionary, ",".join(names))
-    items = Items(pairs[cfg.heldout :], entries, pairs[: cfg.heldout], names, obj.dictionary_weight)
+    weights = [1.0] * len(train) + [float(obj.dictionary_weight)] * len(entries)
     extra = f" + {len(entries):,} dictionary entries (weight {obj.dictionary_weight})"
     log(
-        f"{NAME}: {len(items.train):,} {names[0]}->{names[1]} pairs"
-        f"{extra if entries else ''}, {len(items.held)} held out"
+        f"{NAME}: {len(train):,} {names[0]}->{names[1]} pairs"
+        f"{extra if entries else ''}, {cfg.heldout} held out"
     )
-    return items
+    return Items(train + entries, np.asarray(weights, np.float32), pairs[: cfg.heldout], names)
+
+
+def _mixture_items(config: Any, log) -> Items:
+    from embres.data.mixture import read_mixture
+
+    mixture = read_mixture(config.data)
+    if config.objective.dictionary:
+        log(
+            f"{NAME}: config.objective.dictionary serves init='dictionary' only; a mixture "
+            "trains on the dictionaries among its components"
+        )
+    description = mixture.describe()
+    parts = [
+        f"{name} {c['pairs']:,} (p={c['probability']:.2f}"
+        + (f", item weight {c['item_weight']}" if c["item_weight"] != 1 else "")
+        + ")"
+        for name, c in description["components"].items()
+    ]
+    log(f"{NAME}: mixture of {len(mixture.pairs):,} items: " + ", ".join(parts))
+    return Items(
+        mixture.pairs, mixture.item_weights, mixture.held, mixture.names,
+        mixture.sampling(), description,
+    )  # fmt: skip
 
 
 def student_vocabulary(
     config, host, items: Items, workdir: Path, process_index, process_count, log
 ):
     """(the student's tokenizer, kept teacher ids of a trimmed one), built once per workdir."""
-    targets = [t for _, t in items.train]
-    sources = [s for s, _ in items.train]
+    targets = [t for _, t in items.pairs]
+    sources = [s for s, _ in items.pairs]
     vocab_dir = Path(workdir) / "vocab"
     build = lambda quiet=False: language.build_tokenizer(  # noqa: E731
         config.objective,
@@ -327,10 +347,10 @@ def make_source(config, student, items: Items, targets, process_index, process_c
     from embres.data.translation import TranslationSource
 
     tokenizer = student.tokenizer
-    return TranslationSource(
+    source = TranslationSource(
         tokenizer,
-        [t for _, t in items.all],
-        [s for s, _ in items.all],
+        [t for _, t in items.pairs],
+        [s for s, _ in items.pairs],
         student.targets(targets),
         items.weights,
         batch_size=config.batch_size,
@@ -341,7 +361,11 @@ def make_source(config, student, items: Items, targets, process_index, process_c
         seed=config.seed,
         process_index=process_index,
         process_count=process_count,
+        components=items.sampling,
     )
+    if items.description is not None:  # the trainer records it: a changed mixture is refused
+        source.describe = lambda: items.description
+    return source
 
 
 def init_weights(config, student, items: Items):
@@ -350,7 +374,7 @@ def init_weights(config, student, items: Items):
         return None
     from embres.distill import sif_weights, token_counts
 
-    texts = [t for _, t in items.train]
+    texts = [t for _, t in items.pairs]
     counts = token_counts(student.tokenizer, texts, student.vocab_size)
     return sif_weights(student.vocab_size, config.objective.sif_coefficient, counts)
 
@@ -389,7 +413,7 @@ def prepare(
     tokenizer, kept_ids = student_vocabulary(
         config, host, items, workdir, process_index, process_count, log
     )
-    sources = [s for s, _ in items.all]
+    sources = [s for s, _ in items.pairs]
     targets, targets_key = teacher_targets(config, host, sources, directory, log, english)
     table = source_table(config, host, directory, obj.student, log, english)
     raw = starting_rows(config, host, tokenizer, kept_ids, items, table, obj.student)
@@ -409,6 +433,7 @@ def prepare(
             "frozen_teacher_rows": len(getattr(student, "kept", ())),
             "targets": targets_key,
             "init": obj.init,
+            **({"mixture": items.description} if items.description else {}),
         },
         student=lambda params: student.student(params, batch_size),
         teacher=lambda: stages.teacher_embedder(host, batch_size),
