@@ -368,7 +368,8 @@ def export_static(
       int8: also write the per-row int8 table (``model_int8.safetensors``).
       keep_float32: with ``int8``, False writes the int8 table only (embres-only directory);
         True (the default) keeps ``model.safetensors``, in ``dtype``.
-      adapter_params: every param of a contextual student (``adapter.safetensors``, float32).
+      adapter_params: every param of a contextual student (``adapter.safetensors``,
+        float32); :func:`export_contextual` is the name for that kind of export.
       max_length: token limit every reader applies (tokenizer.json and config.json).
       dtype: ``"float16"`` (default: half the bytes, vectors within cosine 0.9999) or
         ``"float32"`` (the table bit for bit) for ``model.safetensors``; recorded in
@@ -376,8 +377,9 @@ def export_static(
 
     Raises:
       ValueError: for a table that is not 2-d or has fewer rows than the tokenizer, a
-        ``directory`` that is a file, an unknown ``dtype``, or a float16 table with an entry
-        beyond float16's range (see :func:`stored_table`).
+        ``directory`` that is a file or a training workdir, an unknown ``dtype``, or a
+        float16 table with an entry beyond float16's range (see :func:`stored_table`).
+      NonFiniteExportError (a ValueError): the table or a param holds NaN or inf.
     """
     table = np.ascontiguousarray(table, dtype=np.float32)
     if table.ndim != 2:
@@ -403,6 +405,51 @@ def export_static(
             max_length=max_length,
         )
     return Path(directory)
+
+
+def export_contextual(
+    params: dict[str, np.ndarray],
+    table: np.ndarray,
+    tokenizer: Any,
+    directory: str | os.PathLike,
+    *,
+    adapter: str,
+    normalize: bool = True,
+    meta: dict[str, Any] | None = None,
+    max_length: int = STATIC_MAX_LENGTH,
+    dtype: str = DEFAULT_TABLE_DTYPE,
+) -> Path:
+    """Writes a contextual student (an adapter with no ``materialize``: ``hybrid``, ...).
+
+    The directory is :func:`export_static`'s (``model.safetensors`` holds ``table``, the
+    rows readers without the context path take alone, in ``dtype``) plus
+    ``adapter.safetensors``, every param in float32, and ``"adapter": adapter`` in
+    ``embres_static.json``, which :func:`load_student` runs over them. The same files as
+    ``export_static(..., adapter_params=params)`` writes, under a name that says what it is.
+
+    Args:
+      params: every param of the student (flat names).
+      table: its served rows [vocab, dim] (e.g. with the ``[UNK]`` rule applied).
+      tokenizer: the matching fast tokenizer.
+      directory: output directory (an earlier model there is replaced, and said so).
+      adapter: the adapter type (:func:`embres.adapters.get`) whose ``apply`` runs it.
+      normalize, meta, max_length, dtype: as :func:`export_static`.
+
+    Raises:
+      ValueError: as :func:`export_static`, and for an empty ``adapter`` name.
+    """
+    if not adapter or not isinstance(adapter, str):
+        raise ValueError(f"adapter={adapter!r}; expected the adapter type's name, e.g. 'hybrid'")
+    return export_static(
+        table,
+        tokenizer,
+        directory,
+        normalize=normalize,
+        meta={**(meta or {}), "adapter": adapter},
+        adapter_params=params,
+        max_length=max_length,
+        dtype=dtype,
+    )
 
 
 def _write_static(

@@ -236,3 +236,22 @@ def test_transformer_exports_refuse_non_finite_params(tiny_bert, tmp_path):
     with pytest.raises(export.NonFiniteExportError, match="word_embeddings/embedding"):
         export_transfer(model, {}, tmp_path / "t")
     assert not (tmp_path / "c").exists() and not (tmp_path / "t").exists()
+
+
+# --- Issue 23 (names): a contextual student has its own export function, same files.
+
+
+def test_export_contextual_writes_what_export_static_with_params_writes(adapter, tmp_path):
+    params = {"table": adapter.table, "gate": np.ones(2, np.float32)}
+    export.export_contextual(
+        params, adapter.table, adapter.tokenizer, tmp_path / "c", adapter="hybrid", meta={"x": 1}
+    )
+    export_static(
+        adapter.table,
+        adapter.tokenizer,
+        tmp_path / "s",
+        meta={"x": 1, "adapter": "hybrid"},
+        adapter_params=params,
+    )
+    for name in ("model.safetensors", "adapter.safetensors", "embres_static.json"):
+        assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "s" / name).read_bytes()
