@@ -1,6 +1,6 @@
 """Adversarial inputs to ``python -m embres.evaluate``: one clear line per mistake, no lost work.
 
-Issue 13, items 7, 8, 11, 12d, 16, 17 and 18. Every test asserts the message (its key words
+Issue 13, items 7, 8, 11, 12d, 16, 17 and 18; issue 24, rows 14, 16 and 26 (at the end). Every test asserts the message (its key words
 and the value or file it names) and the state afterwards (which report is on disk). Models
 are numpy fakes registered as loaders, except for one tiny static export read through
 sentence-transformers (item 8) and three real command lines run as subprocesses.
@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _readonly import readonly_dir
 
+import embres
 from embres.evaluate import evaluate_model, register_loader
 from embres.evaluate.__main__ import build_parser, run
 from embres.evaluate.common import DataFormatError
@@ -32,7 +34,8 @@ from embres.evaluate.report import (
     write_report,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+# The embres under test (PYTHONPATH may name another checkout): subprocesses run it too.
+REPO = Path(embres.__file__).resolve().parents[1]
 
 
 def hash_embed(texts, dim=8):
@@ -506,3 +509,103 @@ def test_compare_names_every_unreadable_report_and_touches_nothing(capsys, tmp_p
     assert not out.exists()
     with pytest.raises(DataFormatError, match=r"corrupt/report\.json: not valid JSON"):
         load_records(tmp_path / "corrupt")
+
+
+# --- Issue 24, rows 14, 16 and 26: real command lines in subprocesses.
+
+
+def start_evaluate(cwd: Path, *args: object) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "embres.evaluate", *map(str, args)],
+        cwd=cwd,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str, list[str]]:
+    """(exit status, stdout, non-empty stderr lines) of a finished command; no traceback."""
+    stdout, stderr = proc.communicate(timeout=240)
+    assert "Traceback" not in stdout + stderr, stderr
+    return proc.returncode, stdout, [line for line in stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def nan_export(tmp_path):
+    """A tiny static export whose table is all NaN (written directly, as a diverged run's)."""
+    from safetensors.numpy import load_file, save_file
+
+    from embres.export import export_static
+    from embres.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer("bert")
+    folder = export_static(np.ones((len(tokenizer), 8), np.float32), tokenizer, tmp_path / "nan")
+    tensors = load_file(str(folder / "model.safetensors"))
+    save_file(
+        {k: np.full_like(v, np.nan) for k, v in tensors.items()}, str(folder / "model.safetensors")
+    )
+    return folder
+
+
+def test_nan_scores_are_a_failed_task_and_plots_skip_them(tmp_path, sts_dir, nan_export):
+    """Row 14: STS-B and STSb-TR both NaN drew sts_tr_vs_en.png with NaN limits (a crash)."""
+    dev = (sts_dir / "stsb" / "sts-dev.csv").read_text()
+    (sts_dir / "stsb_tr").mkdir()
+    header = "genre\tdataset\tyear\tsid\tscore\tsentence1\tsentence2\n"
+    (sts_dir / "stsb_tr" / "stsb_tr_dev.tsv").write_text(header + dev)
+    out = tmp_path / "report"
+    proc = start_evaluate(
+        tmp_path, "--model", nan_export, "--tasks", "sts", "--data-dir", sts_dir, "--out", out
+    )
+    status, stdout, err = finish(proc)
+    # transformers may add its own "model of type `model2vec`" warning line when loading
+    err = [line for line in err if line.startswith("embres.evaluate")]
+    assert status == 1 and len(err) == 1, err
+    assert err[0].startswith("embres.evaluate: error: 1 task(s) failed: ")
+    assert f"{nan_export} · sts (NonFiniteScoreError)" in err[0]
+    (record,) = json.loads((out / "report.json").read_text())["models"]
+    message = record["errors"]["sts"]["message"]
+    assert message.startswith("sts/stsb_dev=nan, sts/stsb_tr_dev=nan: not a finite score")
+    assert "the model's vectors are not finite" in message
+    assert record["metrics"] == {} and "| nan" not in stdout
+    assert not list(out.glob("*.png"))
+
+
+def test_plots_leave_out_non_finite_metrics_of_an_older_report(tmp_path):
+    """Row 14 for --compare: a report.json written before the fix may hold NaN scores."""
+    records = [
+        {"name": "a", "metrics": {"sts/stsb_dev": 80.0, "sts/stsb_tr_dev": 70.0}},
+        {"name": "b", "metrics": {"sts/stsb_dev": float("nan"), "sts/stsb_tr_dev": float("inf")}},
+    ]
+    curves = tmp_path / "metrics.jsonl"
+    curves.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": NaN}\n')
+    written = write_report(records, tmp_path / "out", curves=[curves])
+    assert "sts_tr_vs_en" in written and "training_curves" in written
+
+
+def test_empty_tasks_and_read_only_out_are_one_line(tmp_path):
+    """Row 26 (--tasks "") and row 16 (--out on a read-only file system, existing or not)."""
+    with readonly_dir(tmp_path / "mnt") as ro:
+        from embres.export import export_static
+        from embres.testing import tiny_tokenizer
+
+        tokenizer = tiny_tokenizer("bert")
+        tiny = export_static(np.ones((len(tokenizer), 8), np.float32), tokenizer, tmp_path / "m")
+        model = ["--model", tiny, "--tasks", "sts", "--data-dir", tmp_path / "no_data"]
+        procs = {
+            "empty tasks": start_evaluate(tmp_path, "--model", "all-MiniLM-L6-v2", "--tasks", ""),
+            "read-only out": start_evaluate(tmp_path, *model, "--out", ro),
+            "read-only out/sub": start_evaluate(tmp_path, *model, "--out", ro / "sub"),
+        }
+        results = {name: finish(proc) for name, proc in procs.items()}
+    for name, (status, stdout, err) in results.items():
+        assert status == 2 and len(err) == 1 and stdout == "", (name, err)
+        assert err[0].startswith("embres.evaluate: error: "), err
+    line = results["empty tasks"][2][0]
+    assert "--tasks '' names no task; expected one or more of sts,probe,retrieval" in line
+    assert not (tmp_path / "eval_report").exists()
+    for name, path in (("read-only out", ro), ("read-only out/sub", ro / "sub")):
+        line = results[name][2][0]
+        assert f"--out {path}: cannot write in {ro}: it is on a read-only file system" in line

@@ -1,8 +1,11 @@
 """embres.cli: what counts as the user's mistake (one line, exit 2) and what keeps a traceback."""
 
+import errno
 import json
+import os
 
 import pytest
+from _readonly import readonly_dir
 
 from embres import cli, data
 
@@ -67,3 +70,49 @@ def test_argument_parser_errors_are_one_line_for_subcommands_too(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("embres.x: error: ") and "'x'" in err[0]
+
+
+# --- Issue 24, rows 15 and 16: a write the file system refuses is one line naming the path.
+
+
+def test_a_read_only_file_system_is_one_line_naming_the_path(capsys, tmp_path):
+    with readonly_dir(tmp_path) as ro:
+
+        def main():
+            (ro / "workdir" / "ckpt").mkdir(parents=True)  # raised inside pathlib
+
+        assert cli.run(main, prog="embres.x", argv=[]) == 2
+        assert cli.writable_problem(ro / "workdir", "--workdir") == (
+            f"--workdir: cannot write in {ro}: it is on a read-only file system; "
+            "expected a writable folder"
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"embres.x: error: {ro / 'workdir'}: cannot write there: read-only file system; "
+        f"choose a writable path [Errno {errno.EROFS}]"
+    ]
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [(errno.ENOSPC, "no space left on the device"), (errno.EEXIST, "already exists")],
+)
+def test_a_full_disk_or_a_file_in_the_way_is_one_line(capsys, tmp_path, code, words):
+    def main():  # as a library (Orbax, matplotlib) raises it: not embres's own frame
+        raise OSError(code, os.strerror(code), str(tmp_path / "out"))
+
+    assert cli.run(main, prog="embres.x", argv=[]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"embres.x: error: {tmp_path / 'out'}: ") and words in line
+    with pytest.raises(OSError):
+        cli.run(main, prog="embres.x", argv=["--verbose"])
+
+
+def test_writable_problem_names_a_file_in_the_way(tmp_path):
+    (tmp_path / "f").write_text("x")
+    assert cli.writable_problem(tmp_path / "new" / "dir", "--out x") is None
+    assert cli.writable_problem(tmp_path, "--out x") is None
+    assert "is a file; expected a folder" in cli.writable_problem(tmp_path / "f", "--out x")
+    assert cli.writable_problem(tmp_path / "f" / "sub", "--out x") == (
+        f"--out x: {tmp_path / 'f'} is a file, so no folder can be made at {tmp_path / 'f' / 'sub'}"
+    )
