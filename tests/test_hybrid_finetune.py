@@ -210,3 +210,44 @@ def test_transfer_finetune_keeps_the_teacher_rows_bit_identical_under_weight_dec
     after = np.asarray(load_model(str(tmp_path / "second" / "export")).embedding_table())
     np.testing.assert_array_equal(after[:kept], before[:kept])
     assert (np.abs(after[kept:] - before[kept:]).max(axis=1) > 0).all()  # every other row moved
+
+
+def test_cosine_mse_on_a_scored_source_trains_towards_the_score_itself(
+    tiny_models, tmp_path, monkeypatch
+):
+    """``scored:`` scores arrive in [0, 1]: cosine-MSE compares the cosine with the score
+    itself, so an identical pair scored 1 is at its target (cosine 1.0), not at 0.2."""
+    from embres import configlib
+    from embres.export import export_static
+    from embres.models import load_model
+
+    _data_dir(tmp_path / "data")
+    monkeypatch.setenv("EMBRES_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EMBRES_CACHE", str(tmp_path / "cache"))
+    model_dir = tiny_models("bert")
+    teacher = load_model(str(model_dir))
+    rows = np.random.default_rng(0).normal(size=(teacher.config.vocab_size, 8))
+    export_static(rows.astype(np.float32), teacher.tokenizer, tmp_path / "s1")
+    config = configlib.base_config()
+    config.model = str(model_dir)
+    config.adapter = configlib.section(type="table")
+    configlib.sts_finetune_training(config, str(tmp_path / "s1"), "scored:stsb,sick")
+    configlib.shrink_for_runlocal(config)
+    config.objective.loss = "cosine_mse"
+    adapter = adapters.get("table")
+    plan = objectives.get("sts_finetune").prepare(config, teacher, adapter, tmp_path / "s2")
+    params = {"table": jnp.asarray(plan.init_table)}
+
+    batch = plan.source.next_batch()
+    assert 0.0 <= batch["score"].min() and batch["score"].max() <= 1.0  # the source's range
+    a = plan.student(params)[0]  # unit vectors, as served
+    lines = open(plan.source.path).read().splitlines()[1 : 1 + config.batch_size]
+    first, second, score = zip(*(line.split("\t") for line in lines), strict=True)
+    cosines = np.sum(a(list(first)) * a(list(second)), axis=1)
+    expected = np.mean((cosines - np.asarray(score, np.float32)) ** 2)
+    value, _ = plan.loss(params, batch, plan.frozen, None)
+    np.testing.assert_allclose(float(value), expected, rtol=1e-4)
+    same = {**batch, "ids_b": batch["ids"], "mask_b": batch["mask"]}
+    same["score"] = np.ones_like(batch["score"])
+    value, _ = plan.loss(params, same, plan.frozen, None)
+    assert float(value) == pytest.approx(0.0, abs=1e-6)  # was (1 - 1/5)^2 = 0.64

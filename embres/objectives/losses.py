@@ -156,6 +156,7 @@ def cosent_loss(cosines: jax.Array, scores: jax.Array, scale: float = 20.0) -> j
     return jax.nn.logsumexp(flat)
 
 
-def cosine_mse_loss(cosines: jax.Array, scores: jax.Array, max_score: float = 5.0) -> jax.Array:
-    """Per-pair ``(cos - score / max_score)^2`` -> [batch]."""
-    return jnp.square(cosines - scores / max_score)
+def cosine_mse_loss(cosines: jax.Array, scores: jax.Array) -> jax.Array:
+    """Per-pair ``(cos - score)^2`` -> [batch]; the scores are in the cosine's range (a scored
+    source rescales its own, e.g. STS-B's 0-5 to [0, 1])."""
+    return jnp.square(cosines - scores)

@@ -3,7 +3,8 @@
 Starts from a student exported by a first stage (``config.objective.init_from``) and trains
 it on a ``pairs:`` or ``scored:`` source with scores (STSb-TR train for Turkish, the STS-B
 and SICK train splits for English) so that the cosine of each pair follows its score:
-CoSENT (order of the scores, in-batch) or cosine-MSE (``cos - score / max_score``).
+CoSENT (order of the scores, in-batch) or cosine-MSE (``cos - score``, the scores in [0, 1]
+as the source delivers them: the score range belongs to the source).
 
 * An embres static export, or the Hugging Face directory of an embedding-layer transfer:
   its rows are trained and keep their width and space (adapter ``table``); a transfer's
@@ -236,20 +237,17 @@ def first_stage(config: Any, adapter: Any, path: Path) -> tuple[Any, dict]:
 
 
 def scored_pairs(config: Any, tokenizer: Any, vocab_size: int, process_index, process_count):
-    """The scored pairs (``pairs:`` or ``scored:``), batched with the tokenizer's template."""
+    """The scored pairs (``pairs:`` or ``scored:``), batched with the tokenizer's template;
+    their scores arrive in [0, 1], rescaled by the source from the range it declares."""
     from embres import data
-    from embres.data.pairs import PairsSource
 
-    source = PairsSource(
-        str(data.pairs_file(data.parse_spec(config.data.source))),
+    source = data.make_source(
+        config.data,
         tokenizer,
         vocab_size=vocab_size,
         pad_id=tokenizer.pad_token_id or 0,
-        batch_size=config.batch_size // process_count,
-        max_length=config.data.max_length,
-        columns=config.data.columns,
-        score_column=config.data.score_column,
-        heldout=config.data.heldout,
+        batch_size=config.batch_size,
+        seed=config.seed,
         process_index=process_index,
         process_count=process_count,
     )
@@ -264,7 +262,6 @@ def scored_pairs(config: Any, tokenizer: Any, vocab_size: int, process_index, pr
 def make_loss(config: Any, embed):
     """``loss(params, batch, frozen, rng)``: the pair's cosine against its score."""
     kind, scale = config.objective.loss, float(config.objective.scale)
-    max_score = float(config.objective.max_score)
 
     def loss(params, batch, frozen, rng):
         del rng  # deterministic
@@ -274,7 +271,7 @@ def make_loss(config: Any, embed):
         if kind == "cosent":
             value = losses.cosent_loss(cosines, batch["score"], scale)
         else:
-            value = jnp.mean(losses.cosine_mse_loss(cosines, batch["score"], max_score))
+            value = jnp.mean(losses.cosine_mse_loss(cosines, batch["score"]))
         return value, {"mean_cosine": jnp.mean(cosines)}
 
     return loss
