@@ -1,4 +1,5 @@
-"""Training logs: process-0 JSONL and TensorBoard events, progress with ETA, a NaN guard."""
+"""Training logs: process-0 JSONL and TensorBoard events, progress with ETA, a NaN guard
+(the loss, and the parameters as exports store them)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from embres.files import atomic_write_text
 
@@ -20,36 +23,99 @@ JSONL = "metrics.jsonl"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or inf; the message names the step."""
+    """The loss or the parameters became NaN or inf; the message names the step."""
 
 
-def check_finite(step: int, metrics: dict[str, float], last_good: int | None) -> None:
+PARAMS_OUT_OF_RANGE = "params_out_of_range"
+"""The step metric counting parameter values a run must never export (see
+:func:`params_out_of_range`); the guard reads it, the logs never show it."""
+
+PARAM_LIMIT = float(np.finfo(np.float16).max)
+"""The largest parameter magnitude a run may reach: float16's 65504, the dtype exports store
+tables and factors in. A finite float32 value beyond it is exported as inf (a learning rate
+of 1e5 takes every row there in one step while the loss stays finite); no trained
+embedding parameter comes near it."""
+
+
+def params_out_of_range(params: Any) -> jax.Array:
+    """How many values of ``params`` are NaN, inf or beyond :data:`PARAM_LIMIT` (int32).
+
+    Traceable: the trainer computes it inside the pure step, on the updated params, so the
+    check costs one fused pass and no host sync.
+    """
+    counts = [
+        jnp.sum(~(jnp.abs(x) <= PARAM_LIMIT), dtype=jnp.int32)
+        for x in jax.tree.leaves(params)
+        if jnp.issubdtype(x.dtype, jnp.inexact)
+    ]
+    return sum(counts, jnp.zeros((), jnp.int32))
+
+
+def host_params_out_of_range(params: Any) -> int:
+    """:func:`params_out_of_range` of host (numpy) params, counted on the host."""
+    count = 0
+    for x in jax.tree.leaves(params):
+        x = np.asarray(x)
+        if np.issubdtype(x.dtype, np.inexact):
+            count += int(np.count_nonzero(~(np.abs(x) <= PARAM_LIMIT)))
+    return count
+
+
+def check_finite(
+    step: int,
+    metrics: dict[str, float],
+    last_good: int | None,
+    checkpoints: str | Path | None = None,
+) -> None:
     """Raises ``NonFiniteLossError`` if any metric is NaN or inf, naming the step.
+
+    A :data:`PARAMS_OUT_OF_RANGE` count above 0 stops the run the same way, as non-finite
+    parameters.
 
     Args:
       step: the step that produced ``metrics``.
-      metrics: host floats.
+      metrics: host floats (the step's whole row: a finite loss beside non-finite
+        parameters is named).
       last_good: the newest checkpoint step, for the message.
+      checkpoints: the checkpoint folder, so the message says where the last good one is.
     """
     bad = _non_finite(metrics)
-    if bad:
-        if last_good is None:
-            kept = "no checkpoint was written yet"
-        elif last_good < step:
-            kept = f"the last good checkpoint (step {last_good}) is kept"
-        else:  # a trainer that checks a window late may have saved after the bad step
-            kept = (
-                f"the checkpoint at step {last_good} was written at or after this step and may "
-                "hold non-finite values; resume from one before it"
-            )
-        raise NonFiniteLossError(
-            f"non-finite metrics at step {step}: {bad}; stopping. {kept}. "
-            "Lower config.optimizer.learning_rate or check the data."
+    if not bad:
+        return
+    if last_good is None:
+        kept = "no checkpoint was written yet"
+    elif last_good < step:
+        where = "" if checkpoints is None else f" in {Path(checkpoints) / str(last_good)}"
+        kept = f"the last good checkpoint (step {last_good}) is kept{where}"
+    else:  # a trainer that checks a window late may have saved after the bad step
+        kept = (
+            f"the checkpoint at step {last_good} was written at or after this step and may "
+            "hold non-finite values; resume from one before it"
         )
+    out_of_range = bad.pop(PARAMS_OUT_OF_RANGE, 0)
+    if bad:
+        what = f"non-finite metrics at step {step}: {bad}"
+    else:
+        loss = metrics.get("loss")
+        what = (
+            f"non-finite parameters at step {step}: {int(out_of_range):,} values are NaN, inf "
+            f"or beyond +-{PARAM_LIMIT:g} (float16's largest, as exports store them)"
+            + ("" if loss is None else f" while the loss is still {float(loss):.4g}")
+        )
+    raise NonFiniteLossError(
+        f"{what}; stopping. {kept}. Lower config.optimizer.learning_rate or check the data."
+    )
 
 
 def _non_finite(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if not math.isfinite(float(v))}
+    bad = {
+        k: float(v)
+        for k, v in metrics.items()
+        if k != PARAMS_OUT_OF_RANGE and not math.isfinite(float(v))
+    }
+    if float(metrics.get(PARAMS_OUT_OF_RANGE, 0)) > 0:
+        bad[PARAMS_OUT_OF_RANGE] = float(metrics[PARAMS_OUT_OF_RANGE])
+    return bad
 
 
 def first_non_finite(
@@ -59,8 +125,9 @@ def first_non_finite(
 
     For a trainer that keeps each step's metrics on the device and fetches a window of them
     at log time (one host sync per window, not per step): it still names the first bad
-    step, not the step it happened to look at. Pass the result on to
-    :func:`check_finite` to stop with the usual message::
+    step, not the step it happened to look at. A :data:`PARAMS_OUT_OF_RANGE` count above 0
+    makes a step bad too. Pass the result on to :func:`check_finite` to stop with the usual
+    message::
 
         bad = first_non_finite(steps, rows)
         if bad is not None:

@@ -222,3 +222,66 @@ def test_cli_config_file_bug_names_the_file_not_an_override(tmp_path):
     assert result.returncode == 2 and len(lines) == 1, lines
     assert f"error in config file {config}" in lines[0] and "sourc" in lines[0]
     assert "--config.* flag" not in lines[0]
+
+
+# ----------------------------------------------------------------------------- issue 24
+
+
+def test_cli_learning_rate_1e5_stops_at_the_step_and_names_the_checkpoint_kept(
+    tiny_model, tmp_path
+):
+    """Row 1: lr 1e5 (a typo for 1e-5) took every factor beyond float16 while the loss stayed
+    finite; the run exited 0 with an export of inf. It stops at the step, keeps the last good
+    checkpoint, says where, and exports nothing."""
+    work = tmp_path / "w"
+    extra = ["--config.optimizer.learning_rate=1e5", "--config.adapter.storage_dtype=float16"]
+    extra += ["--config.checkpoint.every_steps=1", "--config.export=True"]
+    result = _run(train_cmd(tiny_model, work, 4, *extra))
+    assert result.returncode == 2, result.stderr
+    lines = _stderr_lines(result)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("embres.train: error: non-finite parameters at step 2: "), lines
+    assert f"(step 1) is kept in {work / 'checkpoints' / '1'}" in lines[0]
+    assert sorted(p.name for p in (work / "checkpoints").iterdir() if p.name.isdigit()) == ["1"]
+    assert not (work / "export").exists()
+
+
+def test_cli_read_only_workdir_is_one_line_naming_it(tiny_model, tmp_path):
+    """Row 15: an OSError traceback (Read-only file system) before; now one line, up front."""
+    from _readonly import readonly_dir
+
+    with readonly_dir(tmp_path) as folder:
+        result = _run(train_cmd(tiny_model, folder / "work", 2))
+    assert result.returncode == 2, result.stderr
+    lines = _stderr_lines(result)
+    assert len(lines) == 1, lines
+    assert str(folder) in lines[0] and "read-only file system" in lines[0], lines
+
+
+def test_cli_workdir_that_is_a_file_is_one_line_and_the_file_untouched(tiny_model, tmp_path):
+    """Row 17: a FileExistsError traceback before; now one line naming the path."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("keep me\n")
+    result = _run(train_cmd(tiny_model, afile, 2))
+    assert result.returncode == 2, result.stderr
+    lines = _stderr_lines(result)
+    assert len(lines) == 1, lines
+    assert f"{afile} is a file" in lines[0], lines
+    assert afile.read_text() == "keep me\n"
+
+
+def test_cli_another_kind_of_run_on_a_workdir_is_refused_before_any_work(tiny_model, tmp_path):
+    """Row 25: a projection run on a finished lowrank workdir wrote teacher targets into
+    <workdir>/cache, then refused for the shapes; it is refused first, leaving nothing."""
+    work = tmp_path / "w"
+    train.train_and_evaluate(tiny_config(tiny_model, total_steps=2), work)
+    before = sorted(p.name for p in work.iterdir())
+    cmd = [sys.executable, "-m", "embres.train", "--config=configs/projection.py:runlocal"]
+    cmd += [f"--workdir={work}", f"--config.model={tiny_model}", "--config.adapter.target_dim=16"]
+    result = _run(cmd)
+    assert result.returncode == 2, result.stderr
+    lines = _stderr_lines(result)
+    assert len(lines) == 1, lines
+    assert "config.objective.kind: 'compressed_teacher' -> 'static_distill'" in lines[0], lines
+    assert "config.adapter.type: 'lowrank' -> " in lines[0] and str(work) in lines[0], lines
+    assert sorted(p.name for p in work.iterdir()) == before  # no cache/ left behind

@@ -43,7 +43,7 @@ def test_nan_stops_naming_the_step_and_keeps_good_checkpoint(tiny_model, tmp_pat
     config.optimizer.learning_rate = 1e35  # step 1 has lr 0 (warmup), step 2 blows up
     config.checkpoint.every_steps = 1
     with pytest.raises(
-        NonFiniteLossError, match=r"non-finite metrics at step (\d+).*stopping"
+        NonFiniteLossError, match=r"non-finite (metrics|parameters) at step (\d+).*stopping"
     ) as e:
         train.train_and_evaluate(config, tmp_path / "work")
     bad_step = int(str(e.value).split("at step ")[1].split(":")[0])
@@ -140,9 +140,50 @@ def test_text_source_position_round_trip(tmp_path):
         np.testing.assert_array_equal(a["ids"], b["ids"])
     assert first[0]["ids"].shape == (4, 8) and first[0]["mask"].dtype == np.int32
     assert src.token_weights().shape == (len(tok),)
-    # Two processes read disjoint halves of the lines.
-    halves = [make(process_index=i, process_count=2).next_batch()["ids"] for i in range(2)]
-    assert not np.array_equal(halves[0], halves[1])
+
+
+def test_two_processes_read_disjoint_halves_that_cover_every_training_line(tmp_path):
+    """The contract (embres.data): process i of n reads the training lines j with j % n == i,
+    so over an epoch the processes' lines are disjoint and together are every line."""
+    from embres.testing import WORDS
+
+    words = list(dict.fromkeys(WORDS))[:23]  # one known word per line: its id names the line
+    path = tmp_path / "t.txt"
+    path.write_text("\n".join(words) + "\n")
+    tok = tiny_tokenizer("bert")
+    halves = []
+    for i in range(2):
+        src = text_source.TextSource(
+            str(path), tok, vocab_size=len(tok), pad_id=0, batch_size=5, max_length=4,
+            heldout=3, process_index=i, process_count=2,
+        )  # fmt: skip
+        ids = np.concatenate([src.next_batch()["ids"] for _ in range(2)])  # one epoch: 10 lines
+        halves.append(tok.convert_ids_to_tokens(ids[:, 1].tolist()))
+    training = words[3:]
+    assert halves[0] == training[0::2] and halves[1] == training[1::2]
+    assert not set(halves[0]) & set(halves[1])
+    assert sorted(halves[0] + halves[1]) == sorted(training)
+
+
+def test_periodic_and_final_evaluations_see_the_params_as_exported(
+    tiny_model, tmp_path, monkeypatch
+):
+    """Both evaluate the params in the adapter's storage form (lowrank: float16 factors); the
+    periodic ones used to see the float32 training params."""
+    import jax
+    import ml_collections
+
+    seen = []
+
+    def record(config, plan, params, step, final, heldout):
+        seen.append((step, final, {np.asarray(x).dtype for x in jax.tree.leaves(params)}))
+        return {"teacher": {}, "student": {}}
+
+    monkeypatch.setattr(train, "run_evals", record)
+    config = tiny_config(tiny_model, total_steps=2, **{"adapter.storage_dtype": "float16"})
+    config.evals = ml_collections.ConfigDict({"speed": {"task": "speed", "every_steps": 1}})
+    train.train_and_evaluate(config, tmp_path / "work")
+    assert seen == [(1, False, {np.dtype("float16")}), (2, True, {np.dtype("float16")})]
 
 
 def test_vocab_source_is_deterministic_and_resumable():
