@@ -37,8 +37,12 @@ RUNS = [
     ("language_static_teacher_init", "language_static.py", "runlocal,init=teacher", None),
     ("language_transfer", "language_transfer.py", "runlocal", None),
     ("hybrid_finetune", "hybrid_finetune.py", "runlocal,init_from={hybrid}", "hybrid"),
-    ("language_finetune", "language_finetune.py", "runlocal,init_from={language_static}",
-     "language_static"),
+    (
+        "language_finetune",
+        "language_finetune.py",
+        "runlocal,init_from={language_static}",
+        "language_static",
+    ),
 ]
 
 
