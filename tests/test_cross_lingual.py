@@ -460,3 +460,32 @@ def test_mixture_trains_and_a_changed_mixture_is_refused_on_resume(
     train.train_and_evaluate(config(4, 3.0), tmp_path / "work")  # the same mixture resumes
     with pytest.raises(ValueError, match=r"mixture.*pairs.*weight"):
         train.train_and_evaluate(config(6, 1.0), tmp_path / "work")
+
+
+def test_a_dictionary_holding_an_eval_sentence_is_refused_or_dropped(
+    tiny_bert, language_files, tmp_path
+):
+    """An evaluation sentence up to case and final punctuation in a training source refuses
+    the run, naming it; drop_eval_overlap leaves that item out of a mixture and reports it."""
+    from embres import configlib
+    from embres.data import overlap
+
+    held = tmp_path / "dev.tsv"
+    held.write_text("en\ttr\nThe Cat sits on the mat.\tkedi paspasta\nzebra\tzebra\n")
+    config = language_config(tiny_bert, language_files)
+    config.evals = configlib.section(dev=configlib.section(task="bitext", dataset=f"pairs:{held}"))
+    config.data.source = "mixture"
+    config.data.mixture = configlib.section(
+        pairs=configlib.section(source=f"pairs:{language_files['pairs']}", weight=1.0)
+    )
+    config.data.drop_eval_overlap = False  # (the language configs set it)
+    with pytest.raises(ValueError, match="data.mixture.pairs=.*the cat sits on the mat"):
+        train.train_and_evaluate(config, tmp_path / "refused")
+    assert not (tmp_path / "refused" / "checkpoints").exists()
+    config.data.drop_eval_overlap = True
+    report = overlap.check_eval_overlap(config)
+    assert report["data.mixture.pairs"]["dropped"] == 4  # EN[1] occurs 4 times
+    items = objectives.get("cross_lingual").read_items(config, print)
+    assert EN[1] not in [s for s, _ in items.pairs] and len(items.pairs) == 28
+    out = train.train_and_evaluate(config, tmp_path / "dropped")
+    assert sorted(out["losses"]) == [1, 2]

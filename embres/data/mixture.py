@@ -159,8 +159,9 @@ class Mixture:
         }
 
 
-def read_mixture(cfg: Any) -> Mixture:
-    """Reads every component of ``config.data.mixture`` (``cfg`` is ``config.data``).
+def read_mixture(cfg: Any, exclude: set[str] | None = None) -> Mixture:
+    """Reads every component of ``config.data.mixture`` (``cfg`` is ``config.data``);
+    ``exclude``: normalised sentences whose pairs are left out (see ``read_pairs``).
 
     Raises:
       ValueError / FileNotFoundError: a bad component (see :func:`parse_mixture`), a file or
@@ -174,7 +175,7 @@ def read_mixture(cfg: Any) -> Mixture:
     columns = cfg.get("columns", "") or ""
     pairs, offsets, held, digests, names = [], [0], [], [], None
     for c in components:
-        read, found = read_pairs(c.path, columns)
+        read, found = read_pairs(c.path, columns, exclude)
         if names is not None and found != names:
             raise ValueError(
                 f"config.data.mixture.{c.name}: {c.path} has columns {found}, the others "

@@ -7,7 +7,9 @@ objective's dictionary) and of every evaluation set named in ``config.evals``
 :func:`normalize` (case-folded, whitespace collapsed, a trailing ``.``/``!``/``?`` removed:
 the rule the shared ``parallel/`` files were decontaminated with), and reports per source
 the sentences read, how many match and the first matches. A match refuses the run unless
-``config.data.allow_eval_overlap`` is True.
+``config.data.allow_eval_overlap`` is True, or ``config.data.drop_eval_overlap`` is True and
+the source is a mixture component or a dictionary (its matching items are then left out when
+read: :func:`eval_exclusion`; reported as ``dropped``).
 
 Sentences read per kind: ``text:`` its lines; ``pairs:``/``dict:`` both text columns;
 ``sentences:``/``scored:`` their sentences/pairs (already filtered the same way);
@@ -22,7 +24,14 @@ from typing import Any
 
 from embres.data.eval_sets import evaluation_sentences, normalize
 
-__all__ = ["check_eval_overlap", "normalize", "overlap_report", "source_sentences"]
+__all__ = [
+    "check_eval_overlap",
+    "droppable",
+    "eval_exclusion",
+    "normalize",
+    "overlap_report",
+    "source_sentences",
+]
 
 EXAMPLES = 5  # matches shown per source
 
@@ -120,6 +129,22 @@ def overlap_report(
     return report
 
 
+def droppable(label: str, spec: str) -> bool:
+    """Whether ``config.data.drop_eval_overlap`` filters this source when it is read: mixture
+    components and dictionaries, which only the translation readers
+    (:func:`embres.data.translation.read_pairs` with ``exclude``) read."""
+    return label.startswith("data.mixture.") or spec.startswith("dict:")
+
+
+def eval_exclusion(config: Any) -> set[str] | None:
+    """The normalised evaluation sentences the translation readers leave out, when
+    ``config.data.drop_eval_overlap`` is set (else None)."""
+    if not config.data.get("drop_eval_overlap", False):
+        return None
+    evals = evaluation_sentences(config.get("evals") or {})
+    return {normalize(t) for texts in evals.values() for t in texts}
+
+
 def check_eval_overlap(
     config: Any, extra_sources: dict[str, str] | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -145,13 +170,18 @@ def check_eval_overlap(
     report = overlap_report(training_sources(config, extra_sources), evaluation_sentences(evals))
     if config.data.get("allow_eval_overlap", False):
         return report
+    drop = bool(config.data.get("drop_eval_overlap", False))
     for label, entry in report.items():
-        if entry.get("overlap"):
+        if entry.get("overlap") and drop and droppable(label, entry["source"]):
+            entry["dropped"] = entry["overlap"]  # the translation readers leave these out
+        elif entry.get("overlap"):
             shown = "; ".join(f"{e['sentence']!r} ({e['in']})" for e in entry["examples"])
             raise ValueError(
                 f"{label}={entry['source']!r}: {entry['overlap']:,} of {entry['sentences']:,} "
                 "training sentences equal an evaluation sentence (case-folded, whitespace "
-                f"collapsed, final .!? removed), e.g. {shown}; remove them, or set "
-                "config.data.allow_eval_overlap=True to train anyway"
+                f"collapsed, final .!? removed), e.g. {shown}; remove them, set "
+                "config.data.drop_eval_overlap=True (mixture components and dictionaries: "
+                "the items are left out when read), or config.data.allow_eval_overlap=True "
+                "to train anyway"
             )
     return report

@@ -37,12 +37,16 @@ from embres import tokenize
 from embres.data.pairs import resolve_columns
 
 
-def read_pairs(path: str | Path, columns: str = "") -> tuple[list[tuple[str, str]], list[str]]:
+def read_pairs(
+    path: str | Path, columns: str = "", exclude: set[str] | None = None
+) -> tuple[list[tuple[str, str]], list[str]]:
     """All ``(text a, text b)`` pairs of a TSV with a header line, and the two column names.
 
     Args:
       path: the file; its first non-blank line names the columns.
       columns: ``"a,b"`` (e.g. ``"en,tr"``), or ``""`` for the first two text columns.
+      exclude: normalised sentences (:func:`embres.data.overlap.eval_exclusion`): a pair
+        either side of which is one of them is left out.
 
     Raises:
       FileNotFoundError / ValueError: naming the file and line at fault.
@@ -70,6 +74,12 @@ def read_pairs(path: str | Path, columns: str = "") -> tuple[list[tuple[str, str
             pairs.append((fields[a], fields[b]))
     if header is None:
         raise ValueError(f"pairs file {str(path)!r} is empty; expected a header line and pairs")
+    if exclude:
+        from embres.data.eval_sets import normalize
+
+        pairs = [
+            p for p in pairs if normalize(p[0]) not in exclude and normalize(p[1]) not in exclude
+        ]
     return pairs, [header[a], header[b]]
 
 

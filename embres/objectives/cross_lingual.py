@@ -141,7 +141,7 @@ def english_export_dir(init_from: str) -> Path:
 def training_sources(config: Any) -> dict[str, str]:
     """Sources besides ``config.data.source`` that training reads (for the overlap check)."""
     obj = config.objective
-    return {"objective.dictionary": f"pairs:{obj.dictionary}"} if obj.dictionary else {}
+    return {"objective.dictionary": f"dict:{obj.dictionary}"} if obj.dictionary else {}
 
 
 # ----------------------------------------------------------------------------- stages
@@ -167,15 +167,16 @@ def read_items(config: Any, log) -> Items:
     pairs kept out) plus, with a positive ``dictionary_weight``, the dictionary's entries."""
     from embres import data
 
+    exclude = data.overlap.eval_exclusion(config)  # config.data.drop_eval_overlap
     if data.parse_spec(config.data.source).kind == "mixture":
-        return _mixture_items(config, log)
+        return _mixture_items(config, exclude, log)
     from embres.data.translation import read_pairs
 
     obj, cfg = config.objective, config.data
     pairs, names = read_pairs(data.parse_spec(cfg.source).path, cfg.columns)
     train, entries = pairs[cfg.heldout :], []
     if obj.dictionary and obj.dictionary_weight > 0:
-        entries, _ = read_pairs(obj.dictionary, ",".join(names))
+        entries, _ = read_pairs(obj.dictionary, ",".join(names), exclude)
     weights = [1.0] * len(train) + [float(obj.dictionary_weight)] * len(entries)
     extra = f" + {len(entries):,} dictionary entries (weight {obj.dictionary_weight})"
     log(
@@ -185,10 +186,10 @@ def read_items(config: Any, log) -> Items:
     return Items(train + entries, np.asarray(weights, np.float32), pairs[: cfg.heldout], names)
 
 
-def _mixture_items(config: Any, log) -> Items:
+def _mixture_items(config: Any, exclude: set[str] | None, log) -> Items:
     from embres.data.mixture import read_mixture
 
-    mixture = read_mixture(config.data)
+    mixture = read_mixture(config.data, exclude)
     if config.objective.dictionary:
         log(
             f"{NAME}: config.objective.dictionary serves init='dictionary' only; a mixture "
