@@ -42,8 +42,7 @@ def main(argv: list[str]) -> int:
         print("\n".join(changed))
         print(
             f"same_versions: {len(changed)} package(s) of {argv[0]} changed by the later "
-            "install: the README's set-up commands do not resolve one set of versions",
-            file=sys.stderr,
+            "install: the README's set-up commands do not resolve one set of versions"
         )
         return 1
     print(f"same_versions: {len(before)} packages of {argv[0]} unchanged")
