@@ -231,23 +231,25 @@ def student_vocabulary(
 
 
 def teacher_targets(config, host, texts: list[str], directory: Path, log, english=None):
-    """The teacher's vectors of ``texts`` (or, for a contextual student, the English
-    student's own: ``english``), computed once into ``directory``."""
+    """(the teacher's vectors of ``texts``, or, for a contextual student, the English
+    student's own (``english``); the facts they depend on), through a per-text store in
+    ``directory`` that other runs over the same sentences share."""
     key = {
         "teacher": str(host.path),
         "pooling": host.pooling,
         "normalize": bool(host.normalize),
         "dtype": str(config.dtype),
-        "items": stages.digest("\n".join(texts)),
     }
-    compute = lambda: stages.extractor_fn(host, config.eval.batch_size)(texts)  # noqa: E731
+    compute = stages.extractor_fn(host, config.eval.batch_size)
     if english is not None:
-        key = {"english_student": str(english.path.resolve()), "items": key["items"]}
-        key["weights"] = stages.file_digest(english.path / "adapter.safetensors")
-        compute = lambda: english.encode(texts)  # noqa: E731
-    what = f"teacher: embedding {len(texts):,} source-language texts"
-    targets = stages.cached_array(directory, "teacher_targets", key, compute, log, what)
-    return targets, key
+        key = {
+            "english_student": str(english.path.resolve()),
+            "weights": stages.file_digest(english.path / "adapter.safetensors"),
+        }
+        compute = english.encode
+    what = "teacher: embedding the source-language texts not embedded before"
+    targets = stages.cached_text_vectors(directory, "text_vectors", key, texts, compute, log, what)
+    return targets, {**key, "items": stages.digest("\n".join(texts))}
 
 
 def source_table(config, host, directory: Path, student: str, log, english=None) -> np.ndarray:

@@ -222,10 +222,13 @@ def export_contextual_student(params: dict, tokenizer: Any, unk: int | None, dir
     """A contextual student: its whole params (``adapter.safetensors``), read by
     :class:`embres.static.AdapterEmbedder`; ``model.safetensors`` holds its rows with the
     ``[UNK]`` rule applied, for readers that take the rows alone."""
-    from embres.export import export_static
+    from embres.export import export_contextual
 
+    meta = dict(meta)
     table = unk_zeroed(params["table"], unk)
-    return export_static(table, tokenizer, directory, meta=meta, adapter_params=params)
+    return export_contextual(
+        params, table, tokenizer, directory, adapter=meta.pop("adapter"), meta=meta
+    )
 
 
 def export_transformer_student(model: Any, meta: dict, directory: Any):
@@ -334,3 +337,49 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()
+
+
+def cached_text_vectors(
+    directory: Path, name: str, key: Any, texts: list[str], compute, log, what: str = ""
+) -> np.ndarray:
+    """float32 [len(texts), d]: ``compute(texts)`` through a per-text store in ``directory``.
+
+    The store (``<name>-<digest of key>.json`` texts, ``.npy`` their vectors) grows by the
+    texts a run asks for that it lacks, so runs over other mixtures, weights or subsets of
+    the same sentences compute only what is new. The ``.npy`` is written first and the
+    ``.json`` commits it: a reader takes as many rows as the ``.json`` lists, so a crash
+    between the two leaves the previous store readable.
+    """
+    from embres.files import atomic_path
+
+    base = Path(directory) / f"{name}-{digest(key)[:16]}"
+    stored, vectors = _read_text_store(base, log)
+    index = {t: i for i, t in enumerate(stored)}
+    missing = list(dict.fromkeys(t for t in texts if t not in index))
+    if missing:
+        log(f"{what or name}: {len(missing):,} of {len(texts):,} texts (cached in {directory})")
+        new = np.asarray(compute(missing), np.float32)
+        vectors = new if vectors is None else np.concatenate([vectors, new])
+        stored = stored + missing
+        base.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(base.with_suffix(".npy")) as partial:
+            np.save(partial, vectors)
+        with atomic_path(base.with_suffix(".json")) as partial:
+            Path(partial).write_text(json.dumps(stored, ensure_ascii=False))
+        index = {t: i for i, t in enumerate(stored)}
+    return vectors[np.asarray([index[t] for t in texts], np.int64)]
+
+
+def _read_text_store(base: Path, log) -> tuple[list[str], np.ndarray | None]:
+    texts_file, vectors_file = base.with_suffix(".json"), base.with_suffix(".npy")
+    if not (texts_file.exists() and vectors_file.exists()):
+        return [], None
+    try:
+        stored = json.loads(texts_file.read_text())
+        vectors = np.load(vectors_file, mmap_mode="r")
+        if len(vectors) < len(stored):
+            raise ValueError(f"{len(vectors)} vectors for {len(stored)} texts")
+        return stored, np.asarray(vectors[: len(stored)], np.float32)
+    except (OSError, ValueError) as e:
+        log(f"{base}.json/.npy is unreadable ({e}): starting it again")
+        return [], None
