@@ -1,8 +1,12 @@
-r"""Second stage: a trained language student fine-tuned on scored pairs (STSb-TR train).
+r"""Second stage: a trained language student fine-tuned on scored pairs.
 
-Starts from the export of ``configs/language_static.py`` or ``configs/language_transfer.py``
-and trains its rows with CoSENT on ``stsb_<lang>/stsb_<lang>_train.tsv`` (objective
-``sts_finetune``). The transfer's transformer and the teacher's own rows stay frozen.
+Starts from the export of any language student (``configs/language_static.py``,
+``language_hybrid.py``, ``language_full.py``, ``language_transfer.py``) and trains it with
+CoSENT (objective ``sts_finetune``) on the STSb-TR and STS-B train splits' scored pairs
+(``scored:stsb_tr,stsb``: scores rescaled to [0, 1]; a pair is dropped when it, or for
+STSb-TR the English pair it translates, holds a sentence of any dev, trial or test file).
+A static student's rows and a contextual student's every param train; a transformer
+student's new rows train under its transformer, its teacher rows kept exact.
 
 Commands::
 
@@ -15,17 +19,18 @@ Expected (from the static default): STSb-TR dev 76.81 -> 77.30, STS-B dev 84.08 
 """
 
 from embres import configlib
+from embres.objectives import sts_finetune
 
 
 def get_config(arg: str | None = None):
     """Config for ``configs/language_finetune.py:init_from=DIR[,lang=tr,runlocal]``."""
     arg = configlib.parse_arg(arg, runlocal=False, lang="tr", init_from="")
     c = configlib.base_config()
-    c.adapter = configlib.section(type="table")
+    # A contextual export's own adapter; static rows and a transformer's table: "table"
+    adapter = sts_finetune.trained_adapter(arg.init_from) if arg.init_from else "table"
+    c.adapter = configlib.section(type=adapter)
     lang = arg.lang
-    configlib.sts_finetune_training(
-        c, arg.init_from, "pairs:" + configlib.data_path(f"stsb_{lang}/stsb_{lang}_train.tsv")
-    )
+    configlib.sts_finetune_training(c, arg.init_from, f"scored:stsb_{lang},stsb")
     c.evals = ml_collections_evals(lang)
     if arg.runlocal:
         configlib.shrink_for_runlocal(c)

@@ -167,7 +167,6 @@ def sts_finetune_training(
     c.objective.init_from = init_from
     c.objective.loss = "cosent"  # or "cosine_mse"
     c.objective.scale = 20.0
-    c.objective.max_score = 5.0
     c.objective.freeze_teacher_rows = True
     c.data.source = source
     c.data.columns = "sentence1,sentence2"

@@ -577,3 +577,34 @@ def test_sentences_cache_follows_a_same_size_edit(tmp_path, monkeypatch):
     train.write_text(_stsb_row("A bat sits.", "A dog runs.") + "\n")  # same size, new text
     second = sentences.sentences_text_file(("stsb",), cache_root=str(tmp_path / "cache"))
     assert open(second).read().split("\n")[:2] == ["A bat sits.", "A dog runs."]
+
+
+def test_scored_stsb_tr_drops_rows_whose_english_original_is_held_out(tmp_path, monkeypatch):
+    """``scored:stsb_tr``: STSb-TR train translates STS-B train row by row; a row is dropped
+    when its own sentence or the English pair it translates holds an evaluation sentence."""
+    from embres.data import sentences
+
+    row = "main-captions\tMSRvid\t2012test\t{}\t{}\t{}\t{}\n"
+    root = tmp_path / "data"
+    (root / "stsb").mkdir(parents=True)
+    (root / "stsb_tr").mkdir()
+    (root / "stsb" / "sts-train.csv").write_text(
+        row.format(1, 5.0, "A man plays.", "A man is playing.")
+        + row.format(2, 2.5, "A cat sleeps.", "A dog barks.")
+        + row.format(3, 0.0, "Rain falls.", "Snow melts.")
+    )
+    (root / "stsb" / "sts-dev.csv").write_text(row.format(9, 1, "a man PLAYS", "Dev only."))
+    header = "genre\tdataset\tyear\tsid\tscore\tsentence1\tsentence2\n"
+    (root / "stsb_tr" / "stsb_tr_train.tsv").write_text(
+        header
+        + row.format(1, 5.0, "Bir adam çalıyor.", "Bir adam çalmakta.")
+        + row.format(2, 2.5, "Bir kedi uyuyor.", "Bir köpek havlıyor.")
+        + row.format(3, 0.0, "Yağmur yağıyor.", "Kar eriyor.")
+    )
+    (root / "stsb_tr" / "stsb_tr_dev.tsv").write_text(header + row.format(9, 1, "Kar eriyor", "X."))
+    monkeypatch.setenv("EMBRES_DATA_DIR", str(root))
+    # row 1: its English original holds a dev sentence (up to case and the final period);
+    # row 3: its own Turkish sentence is an STSb-TR dev sentence; row 2 is kept, scored 0.5
+    assert sentences.scored_pairs(("stsb_tr",)) == [
+        ("Bir kedi uyuyor.", "Bir köpek havlıyor.", 0.5)
+    ]

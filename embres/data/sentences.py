@@ -22,6 +22,7 @@ datasets are interleaved in one fixed shuffled order, written once as a TSV that
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from pathlib import Path
@@ -32,12 +33,21 @@ from embres.data.eval_sets import held_out_sts_sentences, normalize
 DATASETS = {
     "stsb": ("stsb/sts-train.csv", ["stsb/sts-dev.csv", "stsb/sts-test.csv"], "stsb"),
     "sick": ("sick/SICK_train.txt", ["sick/SICK_trial.txt", "sick/SICK_test.txt"], "sick"),
+    # STSb-TR: a machine translation of STS-B, row by row (same columns, a header row)
+    "stsb_tr": (
+        "stsb_tr/stsb_tr_train.tsv",
+        ["stsb_tr/stsb_tr_dev.tsv", "stsb_tr/stsb_tr_test.tsv"],
+        "stsb",
+    ),
 }
 # name -> the range of its gold scores (rescaled to [0, 1] in ``scored:``)
-SCORE_RANGES = {"stsb": (0.0, 5.0), "sick": (1.0, 5.0)}
+SCORE_RANGES = {"stsb": (0.0, 5.0), "sick": (1.0, 5.0), "stsb_tr": (0.0, 5.0)}
+# name -> the dataset it translates row by row: a row whose original holds an evaluation
+# sentence is dropped too (a translation need not match the translated evaluation sentence)
+TRANSLATES = {"stsb_tr": "stsb"}
 SCORED_HEADER = ("sentence1", "sentence2", "score")
 # What a cached corpus depends on besides its files: bump when the filter or format changes.
-CORPUS_VERSION = 2  # 2: evaluation sentences matched normalised (1: exact strings)
+CORPUS_VERSION = 3  # 3: translated rows dropped with their originals; 2: normalised match
 
 
 def parse_names(rest: str | None, raw: str) -> tuple[str, ...]:
@@ -130,7 +140,10 @@ def scored_pairs(names: tuple[str, ...]) -> list[tuple[str, str, float]]:
     for name in names:
         train, _, layout = DATASETS[name]
         low, high = SCORE_RANGES[name]
-        for i, (a, b, raw) in enumerate(_rows(data_dir() / train, layout)):
+        rows = _rows(data_dir() / train, layout)
+        for i, (a, b, raw) in enumerate(rows):
+            if _original_held_out(name, i, len(rows), held_out):
+                continue
             try:
                 score = float(raw)
             except ValueError:
@@ -145,6 +158,29 @@ def scored_pairs(names: tuple[str, ...]) -> list[tuple[str, str, float]]:
     # One fixed order (not the run's seed): a resumed or repeated run reads the same file.
     random.Random(0).shuffle(pairs)
     return pairs
+
+
+def _original_held_out(name: str, row: int, rows: int, held_out: set[str]) -> bool:
+    """Whether row ``row`` of a translated dataset translates a pair holding an evaluation
+    sentence (its original dataset's row, read once)."""
+    if name not in TRANSLATES:
+        return False
+    original = _original_rows(TRANSLATES[name], str(data_dir()))
+    if len(original) != rows:
+        raise ValueError(
+            f"{DATASETS[name][0]} has {rows} rows but {DATASETS[TRANSLATES[name]][0]}, which "
+            f"it translates row by row, has {len(original)}"
+        )
+    a, b, _ = original[row]
+    return normalize(a) in held_out or normalize(b) in held_out
+
+
+@functools.cache
+def _original_rows(name: str, folder: str) -> list[tuple[str, str, str]]:
+    train, _, layout = DATASETS[name]
+    rows = _rows(Path(folder) / train, layout)
+    # align with a translation that has a header row: the original (STS-B) has none
+    return [("", "", "score"), *rows] if name == "stsb" else rows
 
 
 def corpus_key(kind: str, names: tuple[str, ...]) -> dict:
