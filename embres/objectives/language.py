@@ -85,70 +85,84 @@ def build_tokenizer(
         ``bilingual`` and the corpus ``trimmed`` keeps tokens for).
       directory: where the built tokenizer is saved and found again.
     """
-    from transformers import AutoTokenizer
-
-    from embres import vocab
-
     if obj.tokenizer:
-        path = Path(obj.tokenizer).expanduser()
-        kept = path / "kept_ids.npy"
-        return AutoTokenizer.from_pretrained(str(path)), (np.load(kept) if kept.exists() else None)
-    kind = obj.vocab
-    if kind == "teacher":
+        return _load_tokenizer(Path(obj.tokenizer).expanduser())
+    if obj.vocab == "teacher":
         return teacher_tokenizer, None
     files = text_files(obj.vocab_text)
-    key = {
-        "vocab": kind,
+    key = _vocab_key(obj, files, target_texts, teacher_tokenizer)
+    key_file = directory / "embres_vocab.json"
+    if key_file.exists() and json.loads(key_file.read_text()).get("key") == key:
+        return _load_tokenizer(directory)
+    texts = list(read_lines(files)) + list(target_texts)
+    log(f"building the {obj.vocab!r} vocabulary from {len(texts):,} texts ({obj.lang})")
+    tokenizer, kept_ids, info = _train_vocabulary(obj, teacher_tokenizer, texts, source_texts)
+    _save_vocabulary(directory, tokenizer, kept_ids, key, info, texts, log, obj.vocab)
+    return tokenizer, kept_ids
+
+
+def _load_tokenizer(path: Path) -> tuple[Any, np.ndarray | None]:
+    """A saved tokenizer and its ``kept_ids.npy`` (a trimmed vocabulary's), if any."""
+    from transformers import AutoTokenizer
+
+    kept = path / "kept_ids.npy"
+    return AutoTokenizer.from_pretrained(str(path)), (np.load(kept) if kept.exists() else None)
+
+
+def _vocab_key(obj: Any, files: list[Path], target_texts: list[str], teacher: Any) -> dict:
+    """What a built vocabulary depends on (a saved one with another key is rebuilt)."""
+    return {
+        "vocab": obj.vocab,
         "size": int(obj.vocab_size),
         "model": obj.vocab_model,
         "lang": obj.lang,
         "files": [_file_key(p) for p in files],
         "target_texts": hashlib.sha256("\n".join(target_texts).encode()).hexdigest(),
-        "teacher": tokenizer_hash(teacher_tokenizer),
+        "teacher": tokenizer_hash(teacher),
         "guard": obj.english_guard,
     }
-    key_file = directory / "embres_vocab.json"
-    if key_file.exists() and json.loads(key_file.read_text()).get("key") == key:
-        kept = directory / "kept_ids.npy"
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        return tokenizer, (np.load(kept) if kept.exists() else None)
 
-    texts = list(read_lines(files)) + list(target_texts)
-    info: dict = {}
-    kept_ids = None
-    log(f"building the {kind!r} vocabulary from {len(texts):,} texts ({obj.lang})")
-    if kind == "target":
+
+def _train_vocabulary(obj: Any, teacher: Any, texts: list[str], source_texts: list[str]):
+    """(tokenizer, kept teacher ids or None, info) of vocabulary ``obj.vocab``."""
+    from embres import vocab
+
+    if obj.vocab == "target":
         tokenizer = vocab.train_tokenizer(
-            texts,
-            model=obj.vocab_model,
-            vocab_size=obj.vocab_size,
-            lang=obj.lang,
+            texts, model=obj.vocab_model, vocab_size=obj.vocab_size, lang=obj.lang
         )
-    elif kind == "bilingual":
+        return tokenizer, None, {}
+    if obj.vocab == "bilingual":
         tokenizer, info = vocab.extend_tokenizer(
-            teacher_tokenizer,
+            teacher,
             texts,
             vocab_size=obj.vocab_size,
             lang=obj.lang,
             english_texts=source_texts,
             english_guard=obj.english_guard,
         )
-    elif kind == "trimmed":
-        tokenizer, kept_ids = vocab.trim_tokenizer(teacher_tokenizer, texts + list(source_texts))
-    else:
-        raise ValueError(f"config.objective.vocab={kind!r}; expected one of {VOCABS}")
+        return tokenizer, None, info
+    if obj.vocab == "trimmed":
+        tokenizer, kept_ids = vocab.trim_tokenizer(teacher, texts + list(source_texts))
+        return tokenizer, kept_ids, {}
+    raise ValueError(f"config.objective.vocab={obj.vocab!r}; expected one of {VOCABS}")
+
+
+def _save_vocabulary(directory, tokenizer, kept_ids, key, info, texts, log, kind) -> None:
+    """The tokenizer, its kept ids and ``embres_vocab.json`` (key and statistics)."""
+    from embres import vocab
+
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(directory))
     if kept_ids is not None:
         np.save(directory / "kept_ids.npy", kept_ids)
     stats = vocab.fertility(tokenizer, texts[:20000])
     info = {k: v for k, v in {**info, **stats}.items() if isinstance(v, (int, float, str))}
-    key_file.write_text(json.dumps({"key": key, "info": info}, indent=1))
+    (directory / "embres_vocab.json").write_text(json.dumps({"key": key, "info": info}, indent=1))
     log(
         f"vocabulary {kind!r}: {len(tokenizer):,} tokens, "
         f"{stats['tokens_per_word']:.2f} tokens/word, unknown rate {stats['unk_rate']:.4f}"
     )
-    return tokenizer, kept_ids
 
 
 def initial_rows(
