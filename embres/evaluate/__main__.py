@@ -75,6 +75,38 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _add_data_options(p: cli.ArgumentParser) -> None:
+    """The data each task reads: folder, split and every task's dataset."""
+    p.add_argument(
+        "--data-dir", help="folder with stsb/, stsb_tr/, sick/, ... (default $EMBRES_DATA_DIR)"
+    )
+    p.add_argument(
+        "--split",
+        default="dev",
+        help="split of sts, retrieval and bitext data (dev: the one to report)",
+    )
+    p.add_argument(
+        "--sts-datasets",
+        default="stsb,stsb_tr,sick",
+        help="comma-separated: stsb, stsb_tr, sick, tfds:glue/stsb:validation, files",
+    )
+    p.add_argument(
+        "--probe-dataset",
+        default="tr_movie_sentiment",
+        help="folder (name under the data dir, or path) with train.tsv and dev.tsv",
+    )
+    p.add_argument(
+        "--probe-max-train", type=positive_int, help="fit the probe on at most this many rows"
+    )
+    p.add_argument("--retrieval-dataset", default="stsb", help="an STS dataset or pairs:<path>")
+    p.add_argument(
+        "--bitext-dataset",
+        default="stsb",
+        help="stsb (STS-B <-> STSb-TR, row by row) or pairs:<two-column TSV with a header>, "
+        "a path or one under the data dir",
+    )
+
+
 def build_parser() -> cli.ArgumentParser:
     """The command line's parser (see the module docstring)."""
     p = cli.ArgumentParser(
@@ -109,34 +141,7 @@ def build_parser() -> cli.ArgumentParser:
         metavar="DIR",
         help="merge the report.json of these folders into --out instead of evaluating",
     )
-    p.add_argument(
-        "--data-dir", help="folder with stsb/, stsb_tr/, sick/, ... (default $EMBRES_DATA_DIR)"
-    )
-    p.add_argument(
-        "--split",
-        default="dev",
-        help="split of sts, retrieval and bitext data (dev: the one to report)",
-    )
-    p.add_argument(
-        "--sts-datasets",
-        default="stsb,stsb_tr,sick",
-        help="comma-separated: stsb, stsb_tr, sick, tfds:glue/stsb:validation, files",
-    )
-    p.add_argument(
-        "--probe-dataset",
-        default="tr_movie_sentiment",
-        help="folder (name under the data dir, or path) with train.tsv and dev.tsv",
-    )
-    p.add_argument(
-        "--probe-max-train", type=positive_int, help="fit the probe on at most this many rows"
-    )
-    p.add_argument("--retrieval-dataset", default="stsb", help="an STS dataset or pairs:<path>")
-    p.add_argument(
-        "--bitext-dataset",
-        default="stsb",
-        help="stsb (STS-B <-> STSb-TR, row by row) or pairs:<two-column TSV with a header>, "
-        "a path or one under the data dir",
-    )
+    _add_data_options(p)
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--dtype", default="float32", help="compute dtype of embres models")
     p.add_argument(
