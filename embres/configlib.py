@@ -56,7 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
     # unmatched leaves are replicated. Regexes see "params/A", "opt_state/.../mu/A" (the
     # adapter state) and "teacher/word_embeddings/embedding" (the frozen teacher). None: the
     # adapter's VOCAB_ROWS and the family's TABLE_PATH over "model"
-    # (parallel.vocab_row_rules); set e.g. --config.mesh.model=8 to shard them.
+    # (distributed.vocab_row_rules); set e.g. --config.mesh.model=8 to shard them.
     c.sharding_rules = None
     # Vocabulary-row arrays (the adapter's A or table, a sharded teacher table) get zero
     # rows up to this multiple, so they divide over any model axis that divides it.

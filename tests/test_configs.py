@@ -12,7 +12,13 @@ from embres import configlib, train
 # The language configs need translation pairs, a WordPiece teacher and (the second stage) a
 # first stage's export: tests/test_cross_lingual.py trains each of them on tiny data. The
 # hybrids' second stage needs a first stage too: tests/test_hybrid_finetune.py trains it.
-LANGUAGE = ("language_finetune", "language_static", "language_transfer")
+LANGUAGE = (
+    "language_finetune",
+    "language_full",
+    "language_hybrid",
+    "language_static",
+    "language_transfer",
+)
 SECOND_STAGES = ("hybrid_finetune",)
 CONFIGS = sorted(
     p.stem
