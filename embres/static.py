@@ -132,7 +132,7 @@ def check_dims(dims, dim: int) -> None:
 class AdapterEmbedder:
     """Sentence vectors from any adapter's ``apply`` over its own rows (e.g. the hybrid).
 
-    The adapter is passed in (a module with ``apply(params, table, ids, mask)``); nothing
+    The adapter is passed in (a module with ``apply(params, frozen, ids, mask)``); nothing
     here names one. Texts are tokenised without special tokens, exactly as
     :class:`StaticEmbedder` does and as training pools them, and run over length buckets
     (one compilation per bucket shape); the output is the masked mean, L2-normalised.
