@@ -100,3 +100,24 @@ def test_sentences_and_scored_drop_normalised_matches(tmp_path, monkeypatch):
     monkeypatch.setenv("EMBRES_DATA_DIR", str(data))
     assert sentences.sentences(("stsb",)) == ["A cat sits.", "A dog runs.", "Hi"]
     assert sentences.scored_pairs(("stsb",)) == [("A dog runs.", "Hi", 0.6)]
+
+
+def test_an_absent_evaluation_set_is_named_and_not_a_reason_to_stop(tmp_path, monkeypatch):
+    """Without the data folder the evaluators skip their sets, so the check does too (the
+    main job runs without EMBRES_DATA_DIR)."""
+    import ml_collections
+
+    from embres import configlib
+    from embres.data import check_eval_overlap
+
+    monkeypatch.setenv("EMBRES_DATA_DIR", str(tmp_path / "absent"))
+    config = configlib.base_config()
+    text = tmp_path / "t.txt"
+    text.write_text("a line\n")
+    config.data.source = f"text:{text}"
+    config.data.heldout = 0
+    config.evals = ml_collections.ConfigDict(
+        {"sts": configlib.section(task="sts", datasets="stsb")}
+    )
+    report = check_eval_overlap(config)
+    assert report["data.source"]["overlap"] == 0

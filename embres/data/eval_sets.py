@@ -186,8 +186,8 @@ def evaluation_sentences(evals: dict) -> dict[str, list[str]]:
     its ``dataset``'s dev file. Tasks without sentences of their own (fidelity, speed,
     memory) add nothing; ``tfds:`` datasets are not read (no download here).
 
-    Raises:
-      FileNotFoundError: an evaluation set whose file is absent (naming it).
+    An evaluation set whose file is absent is listed with no sentence, its label saying so:
+    its evaluator skips it too (with the reason), so nothing can leak into it.
     """
     out: dict[str, list[str]] = {}
     for name, section in dict(evals).items():
@@ -196,13 +196,20 @@ def evaluation_sentences(evals: dict) -> dict[str, list[str]]:
             default = "stsb,stsb_tr,sick" if task == "sts" else "stsb"
             datasets = section.get("datasets", section.get("dataset", default)) or default
             for dataset in _names(datasets):
-                if dataset.startswith("tfds:"):
-                    continue
-                out[f"evals.{name}: {dataset} {split}"] = sts_sentences(dataset, split)
+                if not dataset.startswith("tfds:"):
+                    _add(out, f"evals.{name}: {dataset} {split}", sts_sentences, dataset, split)
         elif task == "bitext":
             dataset = section.get("dataset", "stsb") or "stsb"
-            out[f"evals.{name}: {dataset} {split}"] = bitext_sentences(dataset, split)
+            _add(out, f"evals.{name}: {dataset} {split}", bitext_sentences, dataset, split)
         elif task == "probe":
             dataset = section.get("dataset", PROBE_DEFAULT) or PROBE_DEFAULT
-            out[f"evals.{name}: {dataset} dev"] = probe_sentences(dataset)
+            _add(out, f"evals.{name}: {dataset} dev", probe_sentences, dataset)
     return out
+
+
+def _add(out: dict[str, list[str]], label: str, read, *args) -> None:
+    """``out[label] = read(*args)``, or no sentence under a label naming the absent file."""
+    try:
+        out[label] = read(*args)
+    except FileNotFoundError as e:
+        out[f"{label} (absent, not evaluated: {e})"] = []
