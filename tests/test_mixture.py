@@ -143,3 +143,20 @@ def test_the_registry_builds_a_mixture_source(tmp_path):
     assert set(built.get_state()) == {"batch", "epochs", "indices"}
     with pytest.raises(ValueError, match="'mixture' takes no argument"):
         data.parse_spec("mixture:x")
+
+
+def test_drawn_items_are_exactly_the_items_a_run_reads(tmp_path):
+    """A run embeds only the items its batches draw: the set drawn_items predicts is the set
+    the source yields over the same number of batches (the 400-item component is sampled,
+    the small ones walked through)."""
+    from embres.data.translation import drawn_items
+
+    mixture = mixtures.read_mixture(config(tmp_path))
+    batches, size = 12, 16
+    s = source(mixture, seed=5, batch_size=size)
+    seen = np.concatenate([s.next_batch()["targets"][:, 0] for _ in range(batches)]).astype(int)
+    predicted = drawn_items(mixture.sampling(), 5, size, batches)
+    np.testing.assert_array_equal(predicted, np.unique(seen))
+    assert len(predicted) < len(mixture.pairs)  # not every item: 192 draws of 443 items
+    more = drawn_items(mixture.sampling(), 5, size, batches + 5)
+    assert set(predicted) <= set(more)  # a longer run reads a superset

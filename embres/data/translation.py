@@ -83,6 +83,17 @@ def read_pairs(
     return pairs, [header[a], header[b]]
 
 
+def drawn_items(
+    components: Sequence[tuple[int, int, float]], seed: int, batch_size: int, batches: int
+) -> np.ndarray:
+    """The distinct item indices (sorted) the first ``batches`` batches of ``batch_size``
+    draw from a mixture (:class:`MixtureOrder`, as :class:`TranslationSource` draws them):
+    the only items whose teacher vectors a run of that length reads."""
+    order = MixtureOrder(components, seed)
+    taken = [order.take(batch_size) for _ in range(batches)]
+    return np.unique(np.concatenate(taken)) if taken else np.zeros(0, np.int64)
+
+
 class MixtureOrder:
     """Which items the next batches take from components sampled by probability.
 

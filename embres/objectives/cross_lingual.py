@@ -230,10 +230,15 @@ def student_vocabulary(
     return result if process_index == 0 else build(quiet=True)
 
 
-def teacher_targets(config, host, texts: list[str], directory: Path, log, english=None):
-    """(the teacher's vectors of ``texts``, or, for a contextual student, the English
-    student's own (``english``); the facts they depend on), through a per-text store in
-    ``directory`` that other runs over the same sentences share."""
+def teacher_targets(config, host, items: Items, directory: Path, log, english=None):
+    """(the teacher's vectors of the items' source side, or, for a contextual student, the
+    English student's own (``english``); the facts they depend on), through a per-text store
+    in ``directory`` that other runs over the same sentences share.
+
+    Of a mixture, only the items the run's ``total_steps`` batches draw are embedded (the
+    draws are seeded, so they are known before the first step; a resumed run with more steps
+    embeds what it adds); the others hold zeros and are never drawn.
+    """
     key = {
         "teacher": str(host.path),
         "pooling": host.pooling,
@@ -247,9 +252,24 @@ def teacher_targets(config, host, texts: list[str], directory: Path, log, englis
             "weights": stages.file_digest(english.path / "adapter.safetensors"),
         }
         compute = english.encode
+    texts = [s for s, _ in items.pairs]
+    needed = drawn_items(config, items)
     what = "teacher: embedding the source-language texts not embedded before"
-    targets = stages.cached_text_vectors(directory, "text_vectors", key, texts, compute, log, what)
-    return targets, {**key, "items": stages.digest("\n".join(texts))}
+    wanted = [texts[i] for i in needed]
+    vectors = stages.cached_text_vectors(directory, "text_vectors", key, wanted, compute, log, what)
+    targets = np.zeros((len(texts), vectors.shape[1]), np.float32)
+    targets[needed] = vectors
+    facts = {**key, "items": stages.digest("\n".join(texts))}  # not the draws: resumable
+    return targets, facts
+
+
+def drawn_items(config, items: Items) -> np.ndarray:
+    """The item indices a run reads the targets of: a mixture's draws, else every item."""
+    if items.sampling is None:
+        return np.arange(len(items.pairs))
+    from embres.data.translation import drawn_items as mixture_draws
+
+    return mixture_draws(items.sampling, config.seed, config.batch_size, config.total_steps)
 
 
 def source_table(config, host, directory: Path, student: str, log, english=None) -> np.ndarray:
@@ -416,8 +436,7 @@ def prepare(
     tokenizer, kept_ids = student_vocabulary(
         config, host, items, workdir, process_index, process_count, log
     )
-    sources = [s for s, _ in items.pairs]
-    targets, targets_key = teacher_targets(config, host, sources, directory, log, english)
+    targets, targets_key = teacher_targets(config, host, items, directory, log, english)
     table = source_table(config, host, directory, obj.student, log, english)
     raw = starting_rows(config, host, tokenizer, kept_ids, items, table, obj.student)
     student = make_student(config, adapter, host, tokenizer, raw, english)
