@@ -126,20 +126,24 @@ def run(cmd: list[str], env: dict) -> dict:
     """Runs ``cmd`` under ``/usr/bin/time``: its wall seconds and peak RSS (GB)."""
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
-    timed = ["/usr/bin/time", "-f", "peak_rss_kb=%M"] if Path("/usr/bin/time").exists() else []
+    timed = ["/usr/bin/time", "-f", "peak_rss_kb=%M cpu_s=%U+%S"]
+    timed = timed if Path("/usr/bin/time").exists() else []
     proc = subprocess.run(timed + cmd, env=env, stderr=subprocess.PIPE, text=True)
     sys.stderr.write(proc.stderr[-4000:])
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
     rss = [ln for ln in proc.stderr.splitlines() if ln.startswith("peak_rss_kb=")]
     out = {"seconds": round(time.perf_counter() - start, 1)}
-    if rss:
-        out["peak_rss_gb"] = round(int(rss[-1].split("=")[1]) / 1e6, 2)
+    if rss:  # CPU seconds: what a busy machine barely moves (wall time is the user's)
+        fields = dict(f.split("=") for f in rss[-1].split())
+        out["peak_rss_gb"] = round(int(fields["peak_rss_kb"]) / 1e6, 2)
+        out["cpu_seconds"] = round(sum(float(x) for x in fields["cpu_s"].split("+")), 1)
     return out
 
 
 def table(results: dict, names: list[str]) -> str:
-    header = ["row", "setting", "wall s", "peak RSS GB"] + [label for _, label, _ in COLUMNS]
+    header = ["row", "setting", "wall s", "CPU s", "peak RSS GB"]
+    header += [label for _, label, _ in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         entry = results[name]
@@ -148,6 +152,7 @@ def table(results: dict, names: list[str]) -> str:
         if probe:
             row["probe/accuracy"] = row[probe]
         cells = [name, entry["setting"], f"{entry.get('seconds', float('nan')):.0f}",
+                 f"{entry.get('cpu_seconds', float('nan')):.0f}",
                  str(entry.get("peak_rss_gb", "-"))]  # fmt: skip
         cells += [defaults.cell(row, key, fmt) for key, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
