@@ -300,9 +300,11 @@ def starting_rows(config, host, tokenizer, kept_ids, items: Items, table, studen
         embed_fn = stages.extractor_fn(host, config.eval.batch_size, normalize=False)
     dictionary = None
     if obj.dictionary:
+        from embres import data
         from embres.data.translation import read_pairs
 
-        dictionary = read_pairs(obj.dictionary, ",".join(items.names))[0]
+        exclude = data.overlap.eval_exclusion(config)  # config.data.drop_eval_overlap
+        dictionary = read_pairs(obj.dictionary, ",".join(items.names), exclude)[0]
     return language.initial_rows(
         obj.init,
         tokenizer,
