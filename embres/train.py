@@ -197,7 +197,13 @@ def overlap_summary(overlap: dict) -> str:
         sets = ", ".join(f"{name} {n:,}" for name, n in sorted(entry.get("sets", {}).items()))
         parts.append(
             f"{label} {entry['source']!r}: {entry['overlap']:,} of {entry['sentences']:,} "
-            "sentences in an evaluation set" + (f" ({sets})" if sets else "")
+            "sentences in an evaluation set"
+            + (f" ({sets})" if sets else "")
+            + (
+                ", left out when read (config.data.drop_eval_overlap)"
+                if entry.get("dropped")
+                else ""
+            )
         )
     return "evaluation overlap: " + ("; ".join(parts) or "no training source to check")
 
