@@ -225,6 +225,7 @@ def test_sts_finetune_second_stage(tiny_bert, language_files, tmp_path):
     config.data.source = f"pairs:{language_files['scored']}"
     config.batch_size = 8
     config.export = True
+    config.optimizer.learning_rate = 1e-2  # rows move well beyond float16 storage rounding
     out = train.train_and_evaluate(config, tmp_path / "second")
     assert sorted(out["losses"]) == [1, 2]
     meta = json.loads((tmp_path / "second" / "export" / "embres_static.json").read_text())
@@ -242,7 +243,7 @@ def test_sts_finetune_second_stage(tiny_bert, language_files, tmp_path):
     used = sorted(
         {i for text in TR for i in tokenizer(text, add_special_tokens=False)["input_ids"]}
     )
-    assert np.abs(after[used] - before[used]).max() > 1e-3
+    assert np.abs(after[used] - before[used]).max() > 5e-3
 
 
 def test_cosent_orders_pairs_by_score():
