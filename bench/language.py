@@ -100,16 +100,34 @@ def write_samples(root: Path, data_dir: Path, seed: int = 0) -> None:
     if all((out / f"pairs_{n or 'all'}.tsv").exists() for n in SIZES):
         return
     pairs: list[str] = []
+    exclude = evaluation_sentences()  # the runs' own check would refuse these pairs
     for name in PARALLEL:
         lines = (data_dir / "parallel" / f"{name}.tsv").read_text(encoding="utf-8").splitlines()
         if lines[0].split("\t")[:2] != ["en", "tr"]:
             raise SystemExit(f"{name}.tsv: expected the header 'en<TAB>tr', got {lines[0]!r}")
-        pairs += [line for line in lines[1:] if line.strip()]
+        pairs += [ln for ln in lines[1:] if ln.strip() and not held_out(ln, exclude)]
     random.Random(seed).shuffle(pairs)
     out.mkdir(parents=True, exist_ok=True)
     for n in SIZES:
         chosen = pairs[:n] if n else pairs
         (out / f"pairs_{n or 'all'}.tsv").write_text("en\ttr\n" + "\n".join(chosen) + "\n")
+
+
+def evaluation_sentences() -> set[str]:
+    """The normalised sentences of the language configs' evaluation sets."""
+    from embres import configlib
+    from embres.data import eval_sets
+
+    config = configlib.base_config()
+    configlib.cross_lingual_training(config, "tr")
+    found = eval_sets.evaluation_sentences(config.evals)
+    return {eval_sets.normalize(t) for texts in found.values() for t in texts}
+
+
+def held_out(line: str, exclude: set[str]) -> bool:
+    from embres.data.eval_sets import normalize
+
+    return any(normalize(side) in exclude for side in line.split("\t")[:2])
 
 
 def command(name: str, root: Path, english: Path) -> list[str]:
