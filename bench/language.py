@@ -177,12 +177,44 @@ def table(results: dict, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def plot_scaling(results: dict, path: Path) -> None:
+    """STSb-TR dev, STS-B dev and NTREX R@1 against the pairs trained on, per student."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    signals = (("sts/stsb_tr_dev", "STSb-TR dev"), ("sts/stsb_dev", "STS-B dev"),
+               ("bitext/en_tr_ntrex_tr_to_en_r@1", "NTREX TR->EN R@1"))  # fmt: skip
+    fig, axes = plt.subplots(1, len(signals), figsize=(4 * len(signals), 3.2))
+    for student in ("static", "hybrid"):
+        points = sorted(
+            (size or 167_081, results[f"{student}_n{size or 'all'}"]["student"])
+            for size in SIZES
+            if "student" in results.get(f"{student}_n{size or 'all'}", {})
+        )
+        for ax, (key, label) in zip(axes, signals, strict=True):
+            if points:
+                ax.plot(
+                    [n for n, _ in points], [r.get(key) for _, r in points], "o-", label=student
+                )
+            ax.set_xscale("log")
+            ax.set_xlabel("translation pairs trained on")
+            ax.set_title(label, fontsize=10)
+            ax.grid(True, alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="students", help=f"groups {list(GROUPS)} or rows")
     parser.add_argument("--root", default="runs/tr", help="workdirs go under here")
     parser.add_argument("--english", default="runs/h_transfer", help="the English hybrid")
     parser.add_argument("--out", default="docs/results/language/language.json")
+    parser.add_argument("--plot", default="", help="write the scaling plot (PNG) here")
     args = parser.parse_args()
     root, english = Path(args.root).resolve(), Path(args.english).resolve()
     names = [n for part in args.rows.split(",") for n in GROUPS.get(part.strip(), [part.strip()])]
@@ -213,6 +245,8 @@ def main() -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))
     print(table(results, names))
+    if args.plot:
+        plot_scaling(results, Path(args.plot))
     return 0
 
 
