@@ -285,3 +285,14 @@ def test_cli_another_kind_of_run_on_a_workdir_is_refused_before_any_work(tiny_mo
     assert "config.objective.kind: 'compressed_teacher' -> 'static_distill'" in lines[0], lines
     assert "config.adapter.type: 'lowrank' -> " in lines[0] and str(work) in lines[0], lines
     assert sorted(p.name for p in work.iterdir()) == before  # no cache/ left behind
+
+
+def test_a_max_length_with_no_room_for_a_token_names_max_length(tiny_model, tmp_path):
+    """Issue 24 row 21: --config.data.max_length=1 named min_length and a range of 1..-1."""
+    result = _run(train_cmd(tiny_model, tmp_path / "w", 2, "--config.data.max_length=1"))
+    lines = _stderr_lines(result)
+    assert result.returncode == 2, result.stderr
+    assert lines[-1].startswith("embres.train: error: config.data.max_length=1 leaves no room"), (
+        lines
+    )
+    assert "expected max_length >= 3" in lines[-1] and not (tmp_path / "w" / "checkpoints").exists()

@@ -36,11 +36,17 @@ class VocabSource:
         self.vocab_size, self.pad_id = vocab_size, pad_id
         self.batch_size, self.max_length = batch_size, max_length
         self.prefix, self.suffix = tokenize.special_template(tokenizer)
-        room = max_length - len(self.prefix) - len(self.suffix)
+        specials = len(self.prefix) + len(self.suffix)
+        room = max_length - specials
+        if room < 1:
+            raise ValueError(
+                f"config.data.max_length={max_length} leaves no room for a token beside the "
+                f"model's {specials} special tokens; expected max_length >= {specials + 1}"
+            )
         if not 1 <= min_length <= room:
             raise ValueError(
                 f"config.data.min_length={min_length}; expected 1 <= min_length <= {room} "
-                f"(max_length {max_length} minus special tokens)"
+                f"(config.data.max_length={max_length} minus {specials} special tokens)"
             )
         self.min_length, self.room = min_length, room
         self.seed, self.process_index = seed, process_index
