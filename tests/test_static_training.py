@@ -42,7 +42,7 @@ def test_hybrid_sees_word_order_and_pads_do_not_leak():
     assert not np.allclose(mean[0], mean[1], atol=1e-4)  # same bag of words, other order
     other_pad = hybrid.apply(params, None, ids.at[:, 3].set(7), mask)
     np.testing.assert_allclose(out[:, :3], other_pad[:, :3], atol=1e-6)
-    assert hybrid.flops_per_token(params) == 2 * 3 * 8 + 2 * 2 * 8 * 16 + 2 * 8
+    # (its FLOP count is checked against XLA's in tests/test_cost.py)
 
 
 def test_cached_source_resumes_and_projects(tmp_path, monkeypatch):
