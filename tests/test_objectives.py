@@ -221,3 +221,15 @@ def test_token_loss_gradient_is_finite_with_zero_padded_tokens(kind):
     assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
     assert np.abs(np.asarray(grad)[:, :1]).max() > 0  # real tokens still get a gradient
     np.testing.assert_array_equal(np.asarray(grad)[:, 2], 0.0)  # pads get none
+
+
+def test_static_distill_caches_only_cache_rows_of_a_text_corpus(tiny_bert, corpus, tmp_path):
+    """config.data.cache_rows keeps the first N training rows of every source (a text corpus
+    was silently cached whole); the vocab source's sample size is config.data.vocab_samples."""
+    import json
+
+    config = static_config(tiny_bert, corpus, total_steps=2)
+    config.data.cache_rows = 24
+    train.train_and_evaluate(config, tmp_path / "work")
+    meta = json.loads((tmp_path / "work" / "cache" / "meta.json").read_text())
+    assert meta["count"] == 24 and meta["key"]["corpus"]["rows"] == 24
