@@ -266,8 +266,8 @@ def training_corpus(config: Any, model: Any) -> tuple[dict, list[str], Any]:
 
 
 def _file_facts(path: Path) -> dict:
-    stat = path.stat()
-    return {"size": stat.st_size, "mtime": stat.st_mtime_ns}
+    """What a corpus file's cache depends on: its bytes (a same-size edit rebuilds it)."""
+    return {"sha256": file_digest(path)}
 
 
 def _vocab_rows(config: Any, model: Any) -> tuple[dict, list[str], Any]:
@@ -310,33 +310,26 @@ def on_process_0(build, process_index: int, process_count: int, name: str) -> No
 
 
 def cached_array(directory: Path, name: str, key: Any, compute, log, what: str = "") -> np.ndarray:
-    """``compute()`` once into ``directory/<name>-<digest of key>.npy``, read back after.
+    """``compute()`` once into ``directory/<name>-<digest of key>.npy``, read back after
+    (:func:`embres.cache.build_once`: built atomically, a corrupt file reported and rebuilt)."""
+    from embres.cache import build_once, keyed_path
 
-    A file of the right name but unreadable is reported and rebuilt (never silently used).
-    """
-    from embres.files import atomic_path
+    path = keyed_path(directory, name, key, ".npy")
 
-    path = Path(directory) / f"{name}-{digest(key)[:16]}.npy"
-    if path.exists():
-        try:
-            return np.asarray(np.load(path), np.float32)
-        except (OSError, ValueError) as e:
-            log(f"{path} is unreadable ({e}): recomputing")
-    log(f"{what or 'computing ' + name} once (cached in {directory})")
-    array = np.asarray(compute(), np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as partial:
-        np.save(partial, array)
-    return array
+    def build(tmp: Path) -> None:
+        log(f"{what or 'computing ' + name} once (cached in {directory})")
+        np.save(tmp, np.asarray(compute(), np.float32))
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    build_once(path, key, build, log=log, check=lambda p: np.load(p, mmap_mode="r"))
+    return np.asarray(np.load(path), np.float32)
 
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes (what a cache built from it depends on)."""
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
+    from embres import cache
+
+    return cache.file_digest(path)
 
 
 def cached_text_vectors(
