@@ -313,6 +313,8 @@ def test_token_distill_resume_facts_are_the_basis_inputs_not_a_float_hash(
     assert other.meta == plan.meta
     assert plan.meta["basis"]["teacher"] == str(model_dir)
     assert plan.meta["basis"]["basis_sentences"] == config.objective.basis_sentences
-    assert "sha256" not in json.dumps(plan.meta)
+    assert "basis_sha256" not in json.dumps(
+        plan.meta
+    )  # inputs (a file digest is exact), no float hash
     caches = [json.loads((tmp_path / w / "token_cache" / "meta.json").read_text()) for w in "ab"]
     assert caches[0]["key"] != caches[1]["key"]  # the cache holds states in its own basis
