@@ -105,7 +105,10 @@ def test_readme_has_the_two_setup_commands_ci_runs():
     assert first.startswith("pip install -e . ") and "python -m embres.train" in first
     assert second.startswith('pip install -e ".[test]"') and "python -m pytest" in second
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
-    assert "python .ci/readme_commands.py" in ci and 'bash -c "${SETUP[1]}"' in ci
+    assert "python .ci/readme_commands.py" in ci
+    # each README command appears in .ci/run as a line of its own, run as written
+    lines = [line.strip() for line in ci.splitlines()]
+    assert first in lines and second in lines
     out = subprocess.run(
         [sys.executable, str(REPO / ".ci" / "readme_commands.py")],
         capture_output=True,
