@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import itertools
 import json
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from embres import adapters, linalg, tokenize
+from embres import adapters, cache, linalg, tokenize
 
 # ----------------------------------------------------------------------------- the teacher
 
@@ -102,13 +101,10 @@ class Basis:
         return np.asarray(vectors, np.float32) @ self.projection
 
 
-def digest(facts: Any) -> str:
-    """sha256 of JSON facts (sorted keys): what a resume must share, exactly.
-
-    Resume facts are the *inputs* of a computation (teacher, layer, width, corpus), never a
-    float result, which another backend may round differently.
-    """
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+# Resume facts and cache keys are the *inputs* of a computation (teacher, layer, width,
+# corpus), never a float result, which another backend may round differently.
+digest = cache.digest  # sha256 of JSON facts, sorted keys
+file_digest = cache.file_digest  # sha256 of a file's bytes
 
 
 # ----------------------------------------------------------------------------- the rows
@@ -323,13 +319,6 @@ def cached_array(directory: Path, name: str, key: Any, compute, log, what: str =
     Path(directory).mkdir(parents=True, exist_ok=True)
     build_once(path, key, build, log=log, check=lambda p: np.load(p, mmap_mode="r"))
     return np.asarray(np.load(path), np.float32)
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (what a cache built from it depends on)."""
-    from embres import cache
-
-    return cache.file_digest(path)
 
 
 def cached_text_vectors(
