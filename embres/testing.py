@@ -76,6 +76,42 @@ def tiny_tokenizer(family: str, pad_token: bool | None = None):
     return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
 
 
+def _tiny_config(family: str, hidden_size: int, num_layers: int, num_heads: int):
+    """(config class, model class, model kwargs, config fields) of a tiny ``family`` model."""
+    import transformers as tf
+
+    shape = dict(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
+    )
+    if family == "bert":
+        fields = dict(shape, max_position_embeddings=64, pad_token_id=0)
+        return tf.BertConfig, tf.BertModel, {"add_pooling_layer": True}, fields
+    if family == "xlmr":
+        fields = dict(
+            shape,
+            max_position_embeddings=66,
+            type_vocab_size=1,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+        )
+        return tf.XLMRobertaConfig, tf.XLMRobertaModel, {"add_pooling_layer": False}, fields
+    if family == "gpt2":
+        fields = dict(
+            n_embd=hidden_size,
+            n_layer=num_layers,
+            n_head=num_heads,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        return tf.GPT2Config, tf.GPT2Model, {}, fields
+    raise ValueError(f"family={family!r}; expected 'bert', 'xlmr' or 'gpt2'")
+
+
 def tiny_checkpoint(
     family: str,
     directory: str | os.PathLike,
@@ -109,46 +145,15 @@ def tiny_checkpoint(
     Returns the directory. The PyTorch model can be reloaded from it as the reference.
     """
     import torch
-    import transformers as tf
 
     tokenizer = tiny_tokenizer(family, pad_token=pad_token)
     if vocab_size is None:
         vocab_size = len(tokenizer)
     if vocab_size < len(tokenizer):
         raise ValueError(f"vocab_size={vocab_size} is below the tokenizer's {len(tokenizer)} ids")
-    shape = dict(
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        intermediate_size=4 * hidden_size,
+    config_class, model_class, model_kwargs, fields = _tiny_config(
+        family, hidden_size, num_layers, num_heads
     )
-    if family == "bert":
-        fields = dict(shape, max_position_embeddings=64, pad_token_id=0)
-        config_class, model_class = tf.BertConfig, tf.BertModel
-        model_kwargs = {"add_pooling_layer": True}
-    elif family == "xlmr":
-        fields = dict(
-            shape,
-            max_position_embeddings=66,
-            type_vocab_size=1,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-        )
-        config_class, model_class = tf.XLMRobertaConfig, tf.XLMRobertaModel
-        model_kwargs = {"add_pooling_layer": False}
-    elif family == "gpt2":
-        fields = dict(
-            n_embd=hidden_size,
-            n_layer=num_layers,
-            n_head=num_heads,
-            n_positions=64,
-            bos_token_id=0,
-            eos_token_id=0,
-        )
-        config_class, model_class, model_kwargs = tf.GPT2Config, tf.GPT2Model, {}
-    else:
-        raise ValueError(f"family={family!r}; expected 'bert', 'xlmr' or 'gpt2'")
     fields.update(vocab_size=vocab_size, **(config_overrides or {}))
     torch.manual_seed(seed)
     model = model_class(config_class(**fields), **model_kwargs)

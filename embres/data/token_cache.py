@@ -173,27 +173,8 @@ def build_token_cache(
     key = json.loads(json.dumps({**key, "layers": list(layers), "max_length": max_length}))
 
     def build(partial: Path) -> None:
-        partial.mkdir()
-        from tqdm.auto import tqdm
-
-        bar = tqdm(desc=f"teacher token states -> {out}", unit="row", unit_scale=True,
-                   disable=not progress)  # fmt: skip
-        try:
-            count, tokens = _write(
-                model, rows, partial, max_length, layers, mean, basis, chunk_rows, bar
-            )
-        finally:
-            bar.close()
-        (partial / "heldout.json").write_text(json.dumps(list(heldout_texts)))
-        meta = {
-            "version": VERSION,
-            "key": key,
-            "count": count,
-            "tokens": tokens,
-            "layers": list(layers),
-            "dim": int(basis.shape[1]),
-        }
-        (partial / "meta.json").write_text(json.dumps(meta, indent=2))
+        _build(partial, out, model, rows, key, heldout_texts, max_length, layers, mean, basis,
+               chunk_rows, progress)  # fmt: skip
 
     def complete(cache: Path) -> None:
         if _meta(cache) is None:
@@ -209,6 +190,34 @@ def build_token_cache(
         check=complete,
         replaceable=_replaceable,
     )
+
+
+def _build(
+    partial, out, model, rows, key, heldout, max_length, layers, mean, basis, chunk_rows, progress
+) -> None:
+    """Write the states of ``rows`` into the new folder ``partial``, then its held-out texts
+    and meta (see :func:`build_token_cache` for the arguments)."""
+    from tqdm.auto import tqdm
+
+    partial.mkdir()
+    bar = tqdm(desc=f"teacher token states -> {out}", unit="row", unit_scale=True,
+               disable=not progress)  # fmt: skip
+    try:
+        count, tokens = _write(
+            model, rows, partial, max_length, layers, mean, basis, chunk_rows, bar
+        )
+    finally:
+        bar.close()
+    (partial / "heldout.json").write_text(json.dumps(list(heldout)))
+    meta = {
+        "version": VERSION,
+        "key": key,
+        "count": count,
+        "tokens": tokens,
+        "layers": list(layers),
+        "dim": int(basis.shape[1]),
+    }
+    (partial / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
 def _replaceable(folder: Path) -> bool:

@@ -310,6 +310,29 @@ def _param_shapes(module: nn.Module, path: Path, family: ModuleType, config, all
         ) from e
 
 
+def _family_config(path: Path, family):
+    """The family's config from ``config.json``, a missing field named with its file."""
+    hf_config = hf.read_json(path / "config.json", expect=dict)
+    try:
+        return family.Config.from_hf_config(hf_config)
+    except KeyError as e:  # a bare KeyError('hidden_size') names neither file nor problem
+        raise UnreadableFileError(
+            f"{path / 'config.json'} lacks the field {e.args[0]!r} that a "
+            f"{hf_config.get('model_type')} model needs"
+        ) from e
+
+
+def _table_placement(shapes, family, config, sharding, row_multiple: int) -> dict:
+    """``{table path: (sharding, padded global shape)}`` for a row-sharded input table."""
+    from embres.arrays import padded_rows
+
+    rows = padded_rows(config.vocab_size, row_multiple)
+    width = shapes
+    for part in family.TABLE_PATH.split("/"):
+        width = width[part]
+    return {family.TABLE_PATH: (sharding, (rows, *width.shape[1:]))}
+
+
 def load_model(
     name_or_path: str | os.PathLike = "all-MiniLM-L6-v2",
     dtype: str | jnp.dtype = "float32",
@@ -345,15 +368,8 @@ def load_model(
             f"attention={attention!r}; expected one of {layers.ATTENTION_IMPLEMENTATIONS}"
         )
     path = resolve(name_or_path, allow_download=allow_download)
-    hf_config = hf.read_json(path / "config.json", expect=dict)
     family = family_of(path)
-    try:
-        config = family.Config.from_hf_config(hf_config)
-    except KeyError as e:  # a bare KeyError('hidden_size') names neither file nor problem
-        raise UnreadableFileError(
-            f"{path / 'config.json'} lacks the field {e.args[0]!r} that a "
-            f"{hf_config.get('model_type')} model needs"
-        ) from e
+    config = _family_config(path, family)
     # The tokenizer before the weights: a folder refused for it is refused in a second.
     tokenizer = _load_tokenizer(path, config.vocab_size) if with_tokenizer else None
     module = MODULE_CLASSES[family](
@@ -365,13 +381,7 @@ def load_model(
     shapes = _param_shapes(module, path, family, config, allow_pickle)
     placements = None
     if table_sharding is not None:
-        from embres.arrays import padded_rows
-
-        rows = padded_rows(config.vocab_size, table_row_multiple)
-        width = shapes
-        for part in family.TABLE_PATH.split("/"):
-            width = width[part]
-        placements = {family.TABLE_PATH: (table_sharding, (rows, *width.shape[1:]))}
+        placements = _table_placement(shapes, family, config, table_sharding, table_row_multiple)
     params, key_plan = hf.load_params(
         path,
         shapes,

@@ -316,6 +316,28 @@ def load_params(
     """
     source = _TensorSource(Path(directory), allow_pickle)
     expected = {"/".join(k): v for k, v in traverse_util.flatten_dict(target_shapes).items()}
+    plan = _load_plan(source, expected, key_map, ignored_keys)
+    flat = {}
+    placements = placements or {}
+    for path, (sharding, shape) in placements.items():
+        _check_placement(path, plan, expected, sharding, shape)
+        flat[tuple(path.split("/"))] = _placed_array(
+            source, plan[path][0], sharding, shape, param_dtype
+        )
+    for path, (key, transform) in plan.items():
+        if path in placements:
+            continue
+        tensor = source.read(key)
+        if transform == "T":
+            tensor = tensor.T
+        flat[tuple(path.split("/"))] = jnp.asarray(tensor, dtype=param_dtype)
+        del tensor  # one tensor in flight at a time
+    return traverse_util.unflatten_dict(flat), plan
+
+
+def _load_plan(source, expected, key_map, ignored_keys) -> dict[str, tuple[str, str | None]]:
+    """``{embres path: (checkpoint key, transform)}``; raises CheckpointMismatchError listing
+    every missing, unexpected and misshapen key."""
     plan: dict[str, tuple[str, str | None]] = {}
     unexpected, misshapen = [], []
     for key in sorted(source.key_to_file):
@@ -337,47 +359,44 @@ def load_params(
     missing = sorted(set(expected) - set(plan) - {m.split(" (")[-1][:-1] for m in misshapen})
     if missing or unexpected or misshapen:
         raise CheckpointMismatchError(source.description, missing, unexpected, misshapen)
+    return plan
 
-    flat = {}
-    placements = placements or {}
-    for path, (sharding, shape) in placements.items():
-        if path not in plan or plan[path][1] is not None:
-            raise ValueError(f"cannot place {path!r} block-wise: not a plain checkpoint tensor")
-        if shape[1:] != tuple(expected[path].shape)[1:] or shape[0] < expected[path].shape[0]:
-            raise ValueError(
-                f"placement of {path!r}: global shape {shape} must keep the checkpoint's "
-                f"{tuple(expected[path].shape)} (rows may only grow, as padding)"
-            )
-        try:
-            sharding.shard_shape(shape)
-        except ValueError:  # jax's IndivisibleError is a ValueError
-            mesh = getattr(sharding, "mesh", None)
-            raise ValueError(
-                f"{path} of shape {shape} cannot be sharded {getattr(sharding, 'spec', sharding)}"
-                f" over mesh {dict(mesh.shape) if mesh else '?'}: {shape[0]} rows do not divide "
-                "evenly; pad them (config.pad_vocab_to_multiple_of, or "
-                "load_model(table_row_multiple=...))"
-            ) from None
-        key, blocks = plan[path][0], {}
 
-        def block(index, key=key, shape=shape, blocks=blocks):
-            # A block held by several devices (replicas over "data") is read once.
-            bounds = tuple(s.indices(n)[:2] for s, n in zip(index, shape, strict=False))
-            if bounds not in blocks:
-                blocks[bounds] = source.read_block(key, index, shape).astype(param_dtype)
-            return blocks[bounds]
+def _check_placement(path, plan, expected, sharding, shape) -> None:
+    """Refuse a placement that is not a plain tensor, changes the shape beyond row padding,
+    or does not divide over its mesh."""
+    if path not in plan or plan[path][1] is not None:
+        raise ValueError(f"cannot place {path!r} block-wise: not a plain checkpoint tensor")
+    if shape[1:] != tuple(expected[path].shape)[1:] or shape[0] < expected[path].shape[0]:
+        raise ValueError(
+            f"placement of {path!r}: global shape {shape} must keep the checkpoint's "
+            f"{tuple(expected[path].shape)} (rows may only grow, as padding)"
+        )
+    try:
+        sharding.shard_shape(shape)
+    except ValueError:  # jax's IndivisibleError is a ValueError
+        mesh = getattr(sharding, "mesh", None)
+        raise ValueError(
+            f"{path} of shape {shape} cannot be sharded {getattr(sharding, 'spec', sharding)}"
+            f" over mesh {dict(mesh.shape) if mesh else '?'}: {shape[0]} rows do not divide "
+            "evenly; pad them (config.pad_vocab_to_multiple_of, or "
+            "load_model(table_row_multiple=...))"
+        ) from None
 
-        flat[tuple(path.split("/"))] = jax.make_array_from_callback(shape, sharding, block)
-        blocks.clear()
-    for path, (key, transform) in plan.items():
-        if path in placements:
-            continue
-        tensor = source.read(key)
-        if transform == "T":
-            tensor = tensor.T
-        flat[tuple(path.split("/"))] = jnp.asarray(tensor, dtype=param_dtype)
-        del tensor  # one tensor in flight at a time
-    return traverse_util.unflatten_dict(flat), plan
+
+def _placed_array(source, key, sharding, shape, param_dtype) -> jax.Array:
+    """A global array read block by block from the mmapped file: each process reads only the
+    blocks its own devices hold."""
+    blocks = {}
+
+    def block(index):
+        # A block held by several devices (replicas over "data") is read once.
+        bounds = tuple(s.indices(n)[:2] for s, n in zip(index, shape, strict=False))
+        if bounds not in blocks:
+            blocks[bounds] = source.read_block(key, index, shape).astype(param_dtype)
+        return blocks[bounds]
+
+    return jax.make_array_from_callback(shape, sharding, block)
 
 
 # Files of a model directory that are weights (rewritten on export) or noise.

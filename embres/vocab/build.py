@@ -240,31 +240,13 @@ def extend_tokenizer(
     trained = _trained_backend(texts, "wordpiece", vocab_size, normalizer, min_frequency=2)
     teacher_vocab = _state.vocab_of(state)
     first_new_id = max(teacher_vocab.values()) + 1
-    # Trained order (specials, alphabet, then merges by frequency) for stable ids.
-    trained_tokens = sorted(trained.get_vocab().items(), key=lambda kv: kv[1])
-    candidates = [
-        t for t, _ in trained_tokens if t not in teacher_vocab and t not in SPECIAL_TOKENS
-    ]
     letters = get_language(lang).kept_letters
-    no_letter = 0
-    if english_guard == "letters":
-        kept_candidates = [t for t in candidates if set(letters).intersection(t)]
-        no_letter, candidates = len(candidates) - len(kept_candidates), kept_candidates
-    merged = dict(teacher_vocab)
-    merged.update({t: first_new_id + i for i, t in enumerate(candidates)})
-
+    candidates, no_letter = _candidates(trained, teacher_vocab, letters, english_guard)
+    merged = {**teacher_vocab, **{t: first_new_id + i for i, t in enumerate(candidates)}}
     state["normalizer"] = json.loads(normalizer.__getstate__())
     backend = Tokenizer.from_str(json.dumps(state))
     pending = _english_words(teacher_vocab, backend, english_texts, letters)
-    dropped: set[str] = set()
-    while pending:  # dropping a token can expose another new token further down a split
-        blame = {w: _first_new_piece(w, merged, first_new_id) for w in pending}
-        blame = {w: p for w, p in blame.items() if p is not None}
-        for piece in set(blame.values()):
-            dropped.add(piece)
-            del merged[piece]
-        # A word whose split used no dropped token keeps its split: only blamed words recheck.
-        pending = set(blame)
+    dropped = _drop_english_breakers(pending, merged, first_new_id)
     kept = [t for t in candidates if t not in dropped]
     model_vocab = state["model"]["vocab"]
     for i, token in enumerate(kept):
@@ -282,6 +264,34 @@ def extend_tokenizer(
     }
     log.info("bilingual vocabulary: %s", info)
     return tokenizer, info
+
+
+def _candidates(trained, teacher_vocab, letters, english_guard) -> tuple[list[str], int]:
+    """The trained tokens the teacher lacks, in trained order (specials, alphabet, merges by
+    frequency, for stable ids), and how many the "letters" guard removed."""
+    trained_tokens = sorted(trained.get_vocab().items(), key=lambda kv: kv[1])
+    candidates = [
+        t for t, _ in trained_tokens if t not in teacher_vocab and t not in SPECIAL_TOKENS
+    ]
+    if english_guard != "letters":
+        return candidates, 0
+    kept = [t for t in candidates if set(letters).intersection(t)]
+    return kept, len(candidates) - len(kept)
+
+
+def _drop_english_breakers(pending, merged: dict, first_new_id: int) -> set[str]:
+    """Remove from ``merged`` (in place) every new token that changes the teacher's split of
+    a word in ``pending``; return the removed tokens."""
+    dropped: set[str] = set()
+    while pending:  # dropping a token can expose another new token further down a split
+        blame = {w: _first_new_piece(w, merged, first_new_id) for w in pending}
+        blame = {w: p for w, p in blame.items() if p is not None}
+        for piece in set(blame.values()):
+            dropped.add(piece)
+            del merged[piece]
+        # A word whose split used no dropped token keeps its split: only blamed words recheck.
+        pending = set(blame)
+    return dropped
 
 
 def fertility(tokenizer, texts: Iterable[str]) -> dict:
