@@ -656,7 +656,7 @@ def load_student(directory: str | os.PathLike, int8: bool | None = None, static:
     """
     from transformers import AutoTokenizer
 
-    from embres.static import AdapterEmbedder, StaticEmbedder
+    from embres.static_embedder import AdapterEmbedder, StaticEmbedder
 
     path = Path(directory)
     if not (path / META_FILE).exists() and (path / "export" / META_FILE).exists():

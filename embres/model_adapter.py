@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from embres.cli import UsageError
-from embres.static import StaticEmbedder
+from embres.static_embedder import StaticEmbedder
 
 
 class ModelAdapter:

@@ -82,7 +82,7 @@ def test_pairs_are_trained_on_the_tokens_and_positions_a_served_student_sees(tin
     from embres.data.batching import pad_batch
     from embres.models import load_model
     from embres.objectives import common
-    from embres.static import StaticEmbedder
+    from embres.static_embedder import StaticEmbedder
 
     model = load_model(str(tiny_models("bert")))
     tok = model.tokenizer

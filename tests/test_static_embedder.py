@@ -6,7 +6,7 @@ import pytest
 from embres import ModelAdapter
 from embres.distill import pca, sif_weights, usable_tokens
 from embres.models import load_model
-from embres.static import StaticEmbedder
+from embres.static_embedder import StaticEmbedder
 
 
 @pytest.mark.parametrize("family", ["gpt2", "xlmr", "bert"])

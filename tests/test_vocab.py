@@ -8,7 +8,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from tokenizers import normalizers as N
 
 from embres import vocab
-from embres.static import StaticEmbedder
+from embres.static_embedder import StaticEmbedder
 from embres.vocab import transfer
 
 

@@ -159,9 +159,9 @@ def _token_counter(embedder: Any):
 
 
 def static_student(table: np.ndarray, tokenizer: Any, params: Any, table_bytes: int):
-    """``(encode, info)`` of a static table (served as :class:`embres.static.StaticEmbedder`)."""
+    """``(encode, info)`` of a static table (served as :class:`embres.static_embedder.StaticEmbedder`)."""
     from embres.export import STATIC_MAX_LENGTH
-    from embres.static import StaticEmbedder
+    from embres.static_embedder import StaticEmbedder
 
     embedder = StaticEmbedder(table, tokenizer, True, STATIC_MAX_LENGTH)
     info = {
@@ -176,7 +176,7 @@ def static_student(table: np.ndarray, tokenizer: Any, params: Any, table_bytes: 
 def contextual_student(adapter: Any, params: Any, tokenizer: Any, table_bytes: int):
     """``(encode, info)`` of an adapter run over its params (a contextual student)."""
     from embres.export import STATIC_MAX_LENGTH
-    from embres.static import AdapterEmbedder
+    from embres.static_embedder import AdapterEmbedder
 
     embedder = AdapterEmbedder(adapter, params, tokenizer, True, STATIC_MAX_LENGTH)
     info = {
@@ -216,7 +216,7 @@ def export_static_student(table: np.ndarray, tokenizer: Any, directory: Any, met
 
 def export_contextual_student(params: dict, tokenizer: Any, unk: int | None, directory, meta):
     """A contextual student: its whole params (``adapter.safetensors``), read by
-    :class:`embres.static.AdapterEmbedder`; ``model.safetensors`` holds its rows with the
+    :class:`embres.static_embedder.AdapterEmbedder`; ``model.safetensors`` holds its rows with the
     ``[UNK]`` rule applied, for readers that take the rows alone."""
     from embres.export import export_contextual
 

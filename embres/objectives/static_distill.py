@@ -14,7 +14,7 @@ the corpus-free ``vocab`` source caches ``config.data.vocab_samples`` sampled se
 Train and serve see the same tokens: batches carry the teacher's special tokens
 (``[CLS]``/``[SEP]``) because the teacher needs them, but the student pools only the text's
 own tokens (``frozen["content"]`` is 0 at the template ids), exactly as the served model
-(:class:`embres.static.StaticEmbedder`, Model2Vec, sentence-transformers) tokenises
+(:class:`embres.static_embedder.StaticEmbedder`, Model2Vec, sentence-transformers) tokenises
 without special tokens.
 """
 
