@@ -49,7 +49,9 @@ def get_config(arg: str | None = None):
     c.objective.english_weight = 1.0  # every param moves: English is held by its own term
     c.batch_size = 128
     c.total_steps = 600
-    c.optimizer.learning_rate = 1e-3
+    # The new rows learn at 1e-2 (they start from FVT and must travel), the blocks at 1e-3.
+    c.optimizer.learning_rate = 1e-2
+    c.objective.transformer_lr_scale = 0.1
     c.optimizer.warmup_steps = 30
     c.checkpoint.every_steps = 200
     c.log_every_steps = 50

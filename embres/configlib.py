@@ -247,7 +247,8 @@ def cross_lingual_training(
     c.objective.dictionary = ""  # e.g. data_path(f"dict/en_{lang}_wiktionary.tsv")
     c.objective.dictionary_weight = 0.1
     c.objective.freeze_teacher_rows = True  # transfer + bilingual: English stays exact
-    # full: the transformer's learning rate relative to the rows' (weights = teacher + s·delta)
+    # full / contextual: the transformer's (blocks') learning rate relative to the rows'
+    # (weights = teacher + s·delta, or English student + s·delta)
     c.objective.transformer_lr_scale = 0.01
     c.objective.teacher_layer = -1
     c.objective.sif_coefficient = 1e-3

@@ -402,7 +402,7 @@ def test_contextual_student_carries_an_english_hybrid_and_reloads(
 ):
     from embres import configlib
     from embres.export import load_student
-    from embres.static import AdapterEmbedder
+    from embres.static_embedder import AdapterEmbedder
 
     english = tmp_path / "en.txt"
     english.write_text("\n".join(EN * 6) + "\n", encoding="utf-8")
@@ -435,7 +435,12 @@ def test_contextual_student_carries_an_english_hybrid_and_reloads(
         if np.abs(loaded.params[k][: len(start.params[k])] - start.params[k]).max() > 0
     }
     assert "table" in moved and len(moved) > 1, moved
-    served = {k: np.asarray(v) for k, v in out["params"].items()}
+    # trained params: the rows, and each English param's delta at transformer_lr_scale
+    trained = {k: np.asarray(v) for k, v in out["params"].items()}
+    scale = config.objective.transformer_lr_scale
+    served = {k: w + scale * trained[f"delta.{k}"] for k, w in start.params.items() if k != "table"}
+    served["table"] = trained["table"][: len(loaded.tokenizer)]
+    assert sorted(trained) == sorted(["table", *(f"delta.{k}" for k in served if k != "table")])
     direct = AdapterEmbedder(loaded.adapter, served, loaded.tokenizer).encode(TR[:3] + EN[:2])
     np.testing.assert_allclose(loaded.encode(TR[:3] + EN[:2]), direct, atol=1e-6)
 

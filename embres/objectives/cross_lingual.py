@@ -323,7 +323,8 @@ def make_student(config, adapter, host, tokenizer, raw, english=None):
     if obj.student == "static":
         return StaticStudent.start(adapter, config, tokenizer, raw)
     if obj.student == "contextual":
-        return ContextualStudent.start(adapter, tokenizer, english.params, raw)
+        scale = obj.transformer_lr_scale
+        return ContextualStudent.start(adapter, tokenizer, english.params, raw, scale)
     kept = len(host.tokenizer) if obj.freeze_teacher_rows and obj.vocab == "bilingual" else 0
     if obj.student == "full":
         return FullStudent.start(host, tokenizer, raw, kept, obj.transformer_lr_scale)

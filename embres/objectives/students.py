@@ -208,17 +208,24 @@ class ContextualStudent:
     ``configs/hybrid.py``) carried to a new vocabulary: its rows for the new tokens start by
     FVT over its own rows, and every param trains so that student(new language) and
     student(English) land where the English student puts the English side (its own vectors
-    are the targets: the English model being extended is the teacher of this stage)."""
+    are the targets: the English model being extended is the teacher of this stage).
+
+    As in :class:`FullStudent`, every param but the table is ``english + scale · delta``
+    with ``delta`` the trained param (starting at zero): under Adam, ``scale`` is the blocks'
+    learning rate relative to the rows' (the new rows must travel far, the blocks little).
+    Params: ``{"table": rows, "delta.<name>": one leaf per other English param}``.
+    """
 
     adapter: Any
     tokenizer: Any
     params: dict  # the English student's params, "table" replaced by the new vocabulary's
+    scale: float = 1.0
     add_special_tokens = False  # served contextual students read the text's own tokens
 
     @classmethod
-    def start(cls, adapter, tokenizer, english_params: dict, raw: np.ndarray):
+    def start(cls, adapter, tokenizer, english_params: dict, raw: np.ndarray, scale=1.0):
         params = {k: np.asarray(v, np.float32) for k, v in english_params.items()}
-        return cls(adapter, tokenizer, {**params, "table": np.asarray(raw, np.float32)})
+        return cls(adapter, tokenizer, {**params, "table": np.asarray(raw, np.float32)}, scale)
 
     @property
     def vocab_size(self) -> int:
@@ -228,29 +235,41 @@ class ContextualStudent:
         return self.params["table"]
 
     def start_params(self) -> dict:
-        return self.params
+        deltas = {f"delta.{k}": np.zeros_like(v) for k, v in self.params.items() if k != "table"}
+        return {"table": self.params["table"], **deltas}
+
+    def _english(self) -> dict:
+        return {k: v for k, v in self.params.items() if k != "table"}
+
+    def _weights(self, params, english) -> dict:
+        """The adapter's params: the English ones moved by ``scale · delta``, the table."""
+        moved = {k: w + self.scale * params[f"delta.{k}"] for k, w in english.items()}
+        return {**moved, "table": params["table"]}
 
     def targets(self, vectors: np.ndarray) -> np.ndarray:
         return vectors
 
     def frozen(self) -> dict:
-        return {"content": common.content_mask(self.tokenizer, self.vocab_size)}
+        content = common.content_mask(self.tokenizer, self.vocab_size)
+        return {"content": content, "english": self._english()}
 
     def embed(self, params, frozen, ids, mask):
         mask = mask * frozen["content"][ids].astype(mask.dtype)
+        weights = self._weights(params, frozen["english"])
         if hasattr(self.adapter, "apply_pooled"):
-            return self.adapter.apply_pooled(params, None, ids, mask)
-        return pooling_lib.pool(self.adapter.apply(params, None, ids, mask), mask, "mean")
+            return self.adapter.apply_pooled(weights, None, ids, mask)
+        return pooling_lib.pool(self.adapter.apply(weights, None, ids, mask), mask, "mean")
 
     def served_params(self, params) -> dict:
-        served = {k: np.asarray(v, np.float32) for k, v in params.items()}
+        host = {k: np.asarray(v, np.float32) for k, v in params.items()}
+        weights = self._weights(host, self._english())
+        served = {k: np.asarray(v, np.float32) for k, v in weights.items()}
         return {**served, "table": served["table"][: self.vocab_size]}
 
     def student(self, params, batch_size: int):
-        size = self.adapter.table_bytes(params, self.params["table"].shape)
-        return stages.contextual_student(
-            self.adapter, self.served_params(params), self.tokenizer, size
-        )
+        served = self.served_params(params)
+        size = self.adapter.table_bytes(served, self.params["table"].shape)
+        return stages.contextual_student(self.adapter, served, self.tokenizer, size)
 
     def export(self, params, directory, meta: dict):
         unk = self.tokenizer.unk_token_id
