@@ -278,14 +278,21 @@ def cross_lingual_training(
 # The language mixture's sampling weights (probabilities are the weights normalised): the
 # STS-domain pairs are not drowned by the short conversational Tatoeba pairs, which are 14x
 # more numerous; dictionary entries are items at a tenth of a sentence's loss weight.
-MIXTURE_WEIGHTS = {"stsb": 0.4, "tatoeba": 0.25, "news": 0.2, "gb": 0.05, "muse": 0.1}
+MIXTURE_WEIGHTS = {
+    "stsb": 0.4,
+    "tatoeba": 0.25,
+    "news": 0.2,
+    "gb": 0.05,
+    "pud": 0.05,  # 1,000 human translations (news and Wikipedia), each seen ~8 times
+    "muse": 0.1,
+}
 
 
 def translation_mixture(
     lang: str = "tr", weights: dict[str, float] | None = None
 ) -> ml_collections.ConfigDict:
     """``config.data.mixture`` of every decontaminated ``parallel/`` file of ``en_<lang>``
-    (STS-B train, Tatoeba, news, grammar book; NTREX is the dev set, never trained on) and
+    (STS-B train, Tatoeba, news, grammar book, PUD; NTREX is the dev set, never trained on) and
     the MUSE dictionary, at ``weights`` (default :data:`MIXTURE_WEIGHTS`)."""
     weights = {**MIXTURE_WEIGHTS, **(weights or {})}
     files = {
@@ -293,6 +300,7 @@ def translation_mixture(
         "tatoeba": f"pairs:parallel/en_{lang}_tatoeba.tsv",
         "news": f"pairs:parallel/en_{lang}_news.tsv",
         "gb": f"pairs:parallel/en_{lang}_gb.tsv",
+        "pud": f"pairs:parallel/en_{lang}_pud.tsv",
         "muse": f"dict:dict/en_{lang}_muse.tsv",
     }
     mixture = ml_collections.ConfigDict()
