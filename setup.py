@@ -45,6 +45,7 @@ setup(
             "model2vec[distill]",
             "pytest",
             "pytest-timeout",
+            "pytest-xdist",  # pytest.ini runs the suite on two workers
             "chex",
             "ruff",
             # CI executes notebooks/ (nbconvert brings the `jupyter nbconvert` command)
