@@ -27,11 +27,12 @@ embres loads it on its own (Model2Vec and sentence-transformers need ``model.saf
 merged, teacher weights plus trained updates), and ``embres_static.json`` names the adapter
 (``"adapter": "transfer"``). Every size is read from the arrays' shapes, so nothing else is
 needed to run it. :func:`load_student` (and ``python -m embres.evaluate --model DIR``) run
-the adapter over them: the same vectors as the trained model (tested). **Only embres runs
-the context path.** Model2Vec and sentence-transformers' ``StaticEmbedding`` load
-``model.safetensors`` alone, the student's static rows without any context (a different,
-weaker model, not the trained one); a sentence-transformers module or an ONNX graph of the
-context path is not written.
+the adapter over them: the same vectors as the trained model (tested). Its ``modules.json``
+names :class:`embres.sentence_transformers_module.ContextualStudentModule`, so
+``SentenceTransformer(dir, trust_remote_code=True)`` runs the same context path through
+embres (installed) and gives the same vectors (tested). Model2Vec loads
+``model.safetensors`` alone: the student's static rows without any context (a different,
+weaker model, not the trained one). No ONNX graph of the context path is written.
 
 **Compressed teachers** (:func:`export_compressed_teacher`) are a plain Hugging Face
 directory with the factorised table merged back, plus sentence-transformers' module files,
@@ -73,6 +74,8 @@ META_FILE = "embres_static.json"
 FLOAT_FILE = "model.safetensors"
 INT8_FILE = "model_int8.safetensors"
 ADAPTER_FILE = "adapter.safetensors"
+# The sentence-transformers module a contextual export names (it runs the context path)
+CONTEXTUAL_ST_MODULE = "embres.sentence_transformers_module.ContextualStudentModule"
 # The dtypes ``model.safetensors`` may store a static table in. float16 by default: Model2Vec
 # ships float16 too, and its rounding (relative 2**-11 per entry) moves no sentence vector
 # below cosine 0.9999 (tests/test_static_fp16.py).
@@ -495,7 +498,9 @@ def _write_static(
     modules = [
         {"idx": 0, "name": "0", "path": ".", "type": "sentence_transformers.models.StaticEmbedding"}
     ]
-    if normalize:
+    if adapter_params is not None:  # the context path: embres's module runs it (normalising)
+        modules = [{"idx": 0, "name": "0", "path": ".", "type": CONTEXTUAL_ST_MODULE}]
+    elif normalize:
         modules.append(
             {
                 "idx": 1,

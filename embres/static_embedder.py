@@ -190,7 +190,11 @@ class AdapterEmbedder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeds texts: numpy [n, dim]."""
-        rows = [np.asarray(r, np.int32) for r in self.token_ids(texts)]
+        return self.encode_ids(self.token_ids(texts))
+
+    def encode_ids(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embeds token-id rows (as :meth:`token_ids` gives them): numpy [n, dim]."""
+        rows = [np.asarray(r, np.int32) for r in rows]
         out = np.zeros((len(rows), self.dim), np.float32)
         unk = getattr(self.tokenizer, "unk_token_id", None)
         for idx, ids, mask in tokenize.bucketed_batches(rows, self.batch_size, self.max_length, 0):

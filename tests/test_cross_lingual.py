@@ -115,6 +115,15 @@ def test_static_students_train_and_export(
     vectors = loaded.encode(TR[:3])
     assert vectors.shape == (3, 16) and np.all(np.isfinite(vectors))
     assert loaded.kind == ("static" if adapter == "static" else "hybrid")
+    # sentence-transformers reads the same student: embres's module runs the hybrid's context
+    # path (identical), its StaticEmbedding the static rows (computing in their float16)
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(
+        str(tmp_path / "work" / "export"), device="cpu", trust_remote_code=True
+    )
+    tolerance = 1e-6 if adapter == "hybrid" else 1e-3
+    np.testing.assert_allclose(st.encode(TR[:3]), vectors, atol=tolerance)
     # the export serves the vocabulary the run built (not the teacher's), and Turkish text
     # reaches the tokens it added
     from transformers import AutoTokenizer
@@ -443,6 +452,13 @@ def test_contextual_student_carries_an_english_hybrid_and_reloads(
     assert sorted(trained) == sorted(["table", *(f"delta.{k}" for k in served if k != "table")])
     direct = AdapterEmbedder(loaded.adapter, served, loaded.tokenizer).encode(TR[:3] + EN[:2])
     np.testing.assert_allclose(loaded.encode(TR[:3] + EN[:2]), direct, atol=1e-6)
+    # and sentence-transformers runs the same student (Turkish included)
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(
+        str(tmp_path / "work" / "export"), device="cpu", trust_remote_code=True
+    )
+    np.testing.assert_allclose(st.encode(TR[:3] + EN[:2]), direct, atol=1e-6)
 
 
 def test_mixture_trains_and_a_changed_mixture_is_refused_on_resume(

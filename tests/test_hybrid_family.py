@@ -256,6 +256,14 @@ def test_each_variant_trains_two_steps_and_its_export_reloads_identically(
     raw = reloaded.encode(texts)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, atol=1e-3)
     np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, atol=1e-5)
+    # sentence-transformers runs the same context path (the module modules.json names)
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(workdir / "export"), device="cpu", trust_remote_code=True)
+    np.testing.assert_allclose(st.encode(texts), unit, atol=1e-6)
+    assert st.get_embedding_dimension() == unit.shape[1]
+    with pytest.raises(ValueError, match="trust_remote_code=True"):  # its consent, asked
+        SentenceTransformer(str(workdir / "export"), device="cpu")
 
 
 def test_sentences_source_holds_train_sentences_and_no_evaluation_sentence(tmp_path, monkeypatch):
