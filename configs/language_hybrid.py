@@ -14,8 +14,9 @@ Commands::
     python -m embres.train --config=configs/language_hybrid.py             # -> workdirs/language_hybrid
     python -m embres.train --config=configs/language_hybrid.py:init_from=DIR,runlocal --workdir=/tmp/lh
 
-Expected (default, mixture; dev): STSb-TR 64.78, STS-B 84.56, SICK 77.49, NTREX R@1 0.558 /
-0.665; 1,268 CPU-s (over the 10-minute budget on 2 cores; under-trained on CPU).
+Expected (default, mixture, 600 steps of 64; dev): STSb-TR 75.32, STS-B 84.57, SICK 77.82,
+NTREX R@1 0.799 / 0.852; 538 s alone on 2 CPU cores, peak RSS 3.4 GB. With
+``--config.batch_size=128`` (893 s): 77.86 / 84.66 / 77.81, NTREX 0.855 / 0.892.
 Results and the command behind each number: docs/language.md.
 """
 

@@ -13,8 +13,9 @@ Commands::
     python -m embres.train --config=configs/language_static.py:runlocal --workdir=/tmp/ls
 
 Expected for the first command (the mixture of configlib.translation_mixture, 600 steps of
-256, width 256): STSb-TR dev / STS-B dev / SICK trial 77.71 / 84.13 / 71.24, NTREX bitext
-R@1 TR->EN / EN->TR 0.914 / 0.919, STS-B dev <-> STSb-TR dev 0.912 / 0.888, probe 0.836.
+256, width 256; 499 s alone on 2 CPU cores, peak RSS 3.1 GB): STSb-TR dev / STS-B dev / SICK
+trial 77.59 / 84.05 / 71.43, NTREX bitext R@1 TR->EN / EN->TR 0.917 / 0.923, STS-B dev <->
+STSb-TR dev 0.910 / 0.889, probe 0.828.
 Every ablation and each number's command: docs/language.md.
 """
 
