@@ -45,7 +45,7 @@ setup(
             "model2vec[distill]",
             "pytest",
             "pytest-timeout",
-            "pytest-xdist",  # pytest.ini runs the suite on two workers
+            "pytest-xdist>=3.2",  # pytest.ini runs the suite on two workers (worksteal: 3.2+)
             "chex",
             "ruff",
             # CI executes notebooks/ (nbconvert brings the `jupyter nbconvert` command)
