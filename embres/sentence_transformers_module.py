@@ -47,9 +47,8 @@ class ContextualStudentModule(torch.nn.Module):
     def tokenize(self, texts: list[str], **kwargs) -> dict[str, torch.Tensor]:
         """Token ids (the student's tokenizer, no special tokens), right-padded with 0."""
         rows = self.student.token_ids(list(texts))
-        width = max([len(r) for r in rows] + [1])
-        ids = np.zeros((len(rows), width), np.int64)
         lengths = np.asarray([len(r) for r in rows], np.int64)
+        ids = np.zeros((len(rows), max(lengths.max(initial=0), 1)), np.int64)
         for i, row in enumerate(rows):
             ids[i, : len(row)] = row
         return {"input_ids": torch.from_numpy(ids), "lengths": torch.from_numpy(lengths)}

@@ -28,6 +28,17 @@ from embres import pooling as pooling_lib
 from embres.objectives import common, stages
 
 
+def moved(base: Any, delta: Any, scale: float) -> Any:
+    """``base + scale · delta`` leaf by leaf: the weights of a student trained as a delta
+    from a start it keeps frozen (under Adam, ``scale`` is that part's relative rate)."""
+    return jax.tree.map(lambda w, d: w + scale * d, base, delta)
+
+
+def host_f32(tree: Any) -> Any:
+    """Every leaf as a float32 numpy array."""
+    return jax.tree.map(lambda x: np.asarray(x, np.float32), tree)
+
+
 def transfer_model(host: Any, tokenizer: Any, table: Any, params: Any = None) -> Any:
     """The teacher reading ``table`` through ``tokenizer`` (a ``LoadedModel`` of that
     vocabulary); ``params``: other transformer weights than the teacher's (a full student)."""
@@ -190,15 +201,10 @@ class FullStudent(TransferStudent):
         return {"teacher": self._weights(), "base_rows": self.kept}
 
     def transformer(self, params, frozen):
-        scale = self.scale
-        return jax.tree.map(lambda w, d: w + scale * d, frozen["teacher"], self._delta(params))
+        return moved(frozen["teacher"], self._delta(params), self.scale)
 
     def served_model(self, params):
-        weights = jax.tree.map(
-            lambda w, d: np.asarray(w, np.float32) + self.scale * np.asarray(d, np.float32),
-            self._weights(),
-            self._delta(params),
-        )
+        weights = moved(host_f32(self._weights()), host_f32(self._delta(params)), self.scale)
         return transfer_model(self.host, self.tokenizer, self.served_table(params), weights)
 
 
@@ -243,8 +249,8 @@ class ContextualStudent:
 
     def _weights(self, params, english) -> dict:
         """The adapter's params: the English ones moved by ``scale · delta``, the table."""
-        moved = {k: w + self.scale * params[f"delta.{k}"] for k, w in english.items()}
-        return {**moved, "table": params["table"]}
+        deltas = {k: params[f"delta.{k}"] for k in english}
+        return {**moved(english, deltas, self.scale), "table": params["table"]}
 
     def targets(self, vectors: np.ndarray) -> np.ndarray:
         return vectors
@@ -261,9 +267,7 @@ class ContextualStudent:
         return pooling_lib.pool(self.adapter.apply(weights, None, ids, mask), mask, "mean")
 
     def served_params(self, params) -> dict:
-        host = {k: np.asarray(v, np.float32) for k, v in params.items()}
-        weights = self._weights(host, self._english())
-        served = {k: np.asarray(v, np.float32) for k, v in weights.items()}
+        served = self._weights(host_f32(params), self._english())
         return {**served, "table": served["table"][: self.vocab_size]}
 
     def student(self, params, batch_size: int):
